@@ -1,0 +1,69 @@
+"""Apache Airflow provider for Datris: trigger taps, follow their pipelines, stream their logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datris_provider.version import __version__
+
+__all__ = ["__version__", "get_provider_info"]
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider to Airflow's providers manager (entry point ``apache_airflow_provider``)."""
+    return {
+        "package-name": "airflow-provider-datris",
+        "name": "Datris",
+        "description": "Trigger Datris taps from Airflow, follow their pipelines and stream their logs.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Datris",
+                "external-doc-url": "https://github.com/datris/datris-platform-oss",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [{"integration-name": "Datris", "python-modules": ["datris_provider.hooks.datris"]}],
+        "operators": [{"integration-name": "Datris", "python-modules": ["datris_provider.operators.tap"]}],
+        "task-decorators": [
+            {"name": "datris_tap", "class-name": "datris_provider.decorators.datris_tap.datris_tap_task"}
+        ],
+        "connection-types": [
+            {
+                "connection-type": "datris",
+                "hook-class-name": "datris_provider.hooks.datris.DatrisHook",
+                "hook-name": "Datris",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "schema", "port"],
+                    "relabeling": {"host": "Datris base URL", "password": "API key"},
+                    "placeholders": {
+                        "host": "https://datris.example.com",
+                        "password": "leave blank when the Datris install does not use API keys",
+                        "extra": '{"verify": true, "timeout": 30}',
+                    },
+                },
+                "conn-fields": {
+                    "verify": {
+                        "label": "Verify TLS",
+                        "description": "true, false, or the path of a CA bundle to verify the server with.",
+                        "schema": {"type": ["boolean", "string", "null"], "default": True},
+                    },
+                    "retries": {
+                        "label": "Retries",
+                        "description": "Repeats of a failed call that is safe to repeat (never the tap run itself).",
+                        "schema": {"type": ["integer", "null"], "default": 3},
+                    },
+                    "retry_delay": {
+                        "label": "Retry delay (s)",
+                        "description": "First wait before a repeat; doubled each time, with jitter.",
+                        "schema": {"type": ["number", "null"], "default": 1},
+                    },
+                    "timeout": {
+                        "label": "Request timeout (s)",
+                        "description": "Timeout of every call except the blocking tap run.",
+                        "schema": {"type": ["number", "null"], "default": 30},
+                    },
+                },
+            }
+        ],
+    }

@@ -1,0 +1,1 @@
+"""HTTP access to the Datris REST API: settings, typed responses, errors. Imports no Airflow."""

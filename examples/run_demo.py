@@ -1,6 +1,6 @@
 """Run the daily tap example through Airflow against the stand-in Datris and show what it produced.
 
-    python examples/run_demo.py
+python examples/run_demo.py
 """
 
 from __future__ import annotations

@@ -145,7 +145,9 @@ def parse_retry_policy(extra: dict[str, Any], *, conn_id: str = "datris_default"
     retries = extra.get("retries", default.max_attempts - 1)
     delay = extra.get("retry_delay", default.base_delay)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise DatrisConfigError(f"The connection '{conn_id}' extra 'retries' must be a whole number >= 0, not {retries!r}.")
+        raise DatrisConfigError(
+            f"The connection '{conn_id}' extra 'retries' must be a whole number >= 0, not {retries!r}."
+        )
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay <= 0:
         raise DatrisConfigError(f"The connection '{conn_id}' extra 'retry_delay' must be seconds > 0, not {delay!r}.")
     return RetryPolicy(max_attempts=retries + 1, base_delay=float(delay), max_delay=default.max_delay)

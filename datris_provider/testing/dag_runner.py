@@ -92,6 +92,10 @@ class DagRunOutcome:
         except KeyError:
             raise KeyError(f"No XCom {key!r} from {task_id}[{map_index}]; have {sorted(self._xcoms)}") from None
 
+    def all_xcoms(self) -> dict[tuple[str, str, int], Any]:
+        """Every XCom of the run, keyed by ``(task_id, key, map_index)``."""
+        return dict(self._xcoms)
+
     def has_xcom(self, task_id: str, key: str = "return_value", map_index: int = -1) -> bool:
         return (task_id, key, map_index) in self._xcoms
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -108,6 +108,10 @@ class CapturingDagRunner:
     def __init__(self, runner: AirflowDagRunner, capfd: pytest.CaptureFixture[str]) -> None:
         self._runner = runner
         self._capfd = capfd
+
+    def get_dag(self, dag_id: str) -> Any:
+        """The DAG object, e.g. to shorten a poll interval before running it."""
+        return self._runner.get_dag(dag_id)
 
     def run(self, dag_id: str, **kwargs: object) -> DagRunOutcome:
         self._capfd.readouterr()

@@ -1226,6 +1226,8 @@ class StandInDatris:
         raw_params = body.get("params")
         params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         test_limit = self._test_limit(body.get("testLimit")) if mode == "test" else None
+        # Building the script environment is where an invalid param key fails the run.
+        env, param_error = _param_env(params)
 
         with self._lock:
             tap = self._taps.get(name)
@@ -1246,7 +1248,7 @@ class StandInDatris:
                 tap_name=tap.name,
                 mode=mode,
                 params=dict(params),
-                env={},
+                env=env,
                 test_limit=test_limit,
                 run_time=format_datris_time(start_ms),
             )
@@ -1260,9 +1262,8 @@ class StandInDatris:
             # Copy what the script phase needs, so it never reads shared state without the lock.
             settings = dataclasses.replace(tap)
 
+        error = param_error
         try:
-            env, error = _param_env(params)
-            run.env = env
             if error is None:
                 error = self._run_script(settings, mode, start_ms)
         finally:
@@ -1270,7 +1271,9 @@ class StandInDatris:
                 if generation == self._generation:
                     self._running_runs[tap.name] -= 1
                 self._state_changed.notify_all()
-        return self._finish_run(tap, settings, run, mode, error, start_ms, generation)
+        return self._finish_run(
+            tap, settings, run, mode, error, start_ms, generation, script_started=param_error is None
+        )
 
     def _test_limit(self, raw: Any) -> int | None:
         """``testLimit`` for test runs: absent → 20; 0 or negative → no limit; not a number → 400."""
@@ -1361,6 +1364,8 @@ class StandInDatris:
         error: str | None,
         start_ms: int,
         generation: int,
+        *,
+        script_started: bool,
     ) -> _Reply:
         is_document_tap = settings.tap_type == "document"
         data_type = "document" if is_document_tap else settings.data_type
@@ -1383,7 +1388,7 @@ class StandInDatris:
                 persisted_reason = "unknown"
 
         run_status = "failure" if error is not None else ("no_records" if returned == 0 else "success")
-        logs = self._script_logs(settings, returned, error, start_ms, data_type)
+        logs = self._script_logs(settings, returned, error, start_ms, data_type) if script_started else None
         columns = ["id", "amount", "status"] if data_type == "csv" and error is None else None
 
         preview: list[dict[str, Any]] | None = None
@@ -1464,8 +1469,6 @@ class StandInDatris:
     ) -> str | None:
         if tap.logs is not None:
             return "\n".join(tap.logs)
-        if error is not None and error.startswith("Invalid tap param key"):
-            return None  # the script never started
         lines = ["[wrapper] loading tap script", "[wrapper] calling fetch()"]
         seconds = max(0, now_epoch_ms() - start_ms) / 1000
         if error is not None:

@@ -72,3 +72,6 @@ with DAG("tap_debounced", schedule=None, start_date=START, catchup=False) as tap
 tap_execution_timeout = tap_dag(
     "tap_execution_timeout", "endless_tap", execution_timeout=timedelta(seconds=2), poll_interval=0.1
 )
+
+# Retries are on, to show that an authorisation problem fails at once instead of retrying.
+tap_auth = tap_dag("tap_auth", "orders_api_to_postgres", retries=1, retry_delay=timedelta(0))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -120,6 +121,17 @@ def connection_example(url: str, api_key: str | None) -> str:
     return json.dumps(connection)
 
 
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """Stop cleanly on Ctrl-C and on SIGTERM, even when started in the background: a shell can start
+    background jobs with SIGINT ignored, and container runtimes stop processes with SIGTERM."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
 def serve(host: str, port: int, api_key: str | None, error_style: str) -> None:
     """Start the stand-in with the demo taps and block until interrupted."""
     datris = StandInDatris(host=host, port=port, error_style=error_style, request_log_limit=DEMO_REQUEST_LOG_LIMIT)
@@ -128,6 +140,7 @@ def serve(host: str, port: int, api_key: str | None, error_style: str) -> None:
         datris.require_api_keys(True)
         datris.add_api_key(api_key, label="cli", capabilities=("*:*",))
 
+    _stop_on_signals()
     datris.start()
     try:
         print(f"Stand-in Datris listening on {datris.url} (API under {datris.api_url})")

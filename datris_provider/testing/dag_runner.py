@@ -150,10 +150,12 @@ class AirflowDagRunner:
         return self._collect(dag_run)
 
     def _collect(self, dag_run: Any) -> DagRunOutcome:
+        from airflow import settings
         from airflow.models.xcom import XComModel
-        from airflow.settings import Session
 
-        session = Session()
+        if settings.Session is None:
+            raise RuntimeError("Airflow's metadata DB session is not configured.")
+        session = settings.Session()
         try:
             states: dict[str, str] = {}
             tries: dict[str, int] = {}

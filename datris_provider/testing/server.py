@@ -597,7 +597,8 @@ class _MatchEveryPath(URIPattern):
         return True
 
 
-# Capability per (method, path); None means the route skips the capability check.
+# Capability per (method, path). _SKIPPED (None): no capability check, either because CapabilityRoutes
+# skips the route or because it does not map it (unmapped routes are let through).
 _SKIPPED = None
 _ROUTE_CAPABILITIES: dict[tuple[str, str], str | None] = {
     ("GET", "/tap"): "tap:read",
@@ -644,11 +645,7 @@ _NGINX_PAGE = (
 
 
 def _nginx_page(status: int) -> bytes:
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Error"
-    return _NGINX_PAGE.format(code=status, reason=reason).encode("ascii")
+    return _NGINX_PAGE.format(code=status, reason=_status_phrase(status)).encode("ascii")
 
 
 # --------------------------------------------------------------------------------------------------

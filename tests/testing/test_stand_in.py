@@ -981,6 +981,7 @@ def test_proxy_timeout_cuts_the_call_while_the_run_carries_on(datris: StandInDat
 
 
 def test_proxy_timeout_after_seconds_and_the_debounced_retry(datris: StandInDatris) -> None:
+    datris.debounce_clock = FakeClock()  # the retry below always falls inside the window
     datris.add_tap(name="orders_api", script_seconds=0.3)
     datris.proxy_timeout(after_seconds=0.1)
     started = time.monotonic()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from datris_provider.client.api import DatrisClient, first_line_of_error
+from datris_provider.client.api import DatrisClient
+from datris_provider.client.responses import first_line_of_error
 from datris_provider.client.errors import (
     DatrisApiError,
     DatrisAuthError,

@@ -153,7 +153,7 @@ def test_wait_is_bounded_by_timeout(datris, datris_dag_runner):
     outcome = datris_dag_runner.run("tap_wait_timeout")
 
     assert outcome.task_states["run_tap"] == "failed"
-    assert "did not finish within timeout=0.5 s" in outcome.log
+    assert "(timeout=0.5 s) did not finish in time" in outcome.log
 
 
 def test_token_without_jobs_fails_clearly(datris, datris_dag_runner):

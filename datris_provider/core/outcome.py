@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from datris_provider.client.errors import DatrisProtocolError, DatrisRunFailedError
@@ -30,6 +30,15 @@ class ScriptOutcome:
     record_count: int
     error: str | None
     logs: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pipeline_tokens"] = list(self.pipeline_tokens)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScriptOutcome:
+        return cls(**{**data, "pipeline_tokens": tuple(data.get("pipeline_tokens") or ())})
 
     @classmethod
     def from_response(cls, response: TapRunResponse) -> ScriptOutcome:

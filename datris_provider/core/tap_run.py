@@ -1,10 +1,14 @@
 """The tap run as the Datris server really behaves, followed from start to terminal state.
 
-1. Policy: a tap Datris schedules itself (cron, enabled) is refused before anything runs.
+1. Plan: a tap Datris schedules itself (cron, enabled) is refused before anything runs; a run
+   already in flight (or, on a retry, a previous run still being loaded) is joined, not repeated.
 2. ``POST /tap/run`` blocks until the script ends. A cut call is never repeated: the run is found
    through ``GET /tap`` and ``GET /tap/logs`` instead.
 3. The script outcome is judged from ``status``/``persisted``/``persistedReason``.
 4. The pipeline is polled until every job is terminal, each event streamed once, every wait bounded.
+
+Each step is a generator of commands (see :mod:`datris_provider.core.steps`), so the operator, the
+triggers and the sensor share this one copy of the rules.
 """
 
 from __future__ import annotations
@@ -24,13 +28,8 @@ from datris_provider.client.errors import (
     DatrisWaitTimeoutError,
 )
 from datris_provider.core.log_stream import EventCursor, describe_event, iter_lines
-from datris_provider.core.outcome import (
-    ScriptOutcome,
-    jobs_summary,
-    judge_rollup,
-    judge_script,
-    rollup_is_done,
-)
+from datris_provider.core.outcome import ScriptOutcome, jobs_summary, judge_rollup, judge_script, rollup_is_done
+from datris_provider.core.steps import Call, Sleep, Steps, drive
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -40,6 +39,8 @@ if TYPE_CHECKING:
 
 # Checks of an idle tap before concluding that a cut run call never reached Datris.
 IDLE_CHECKS_BEFORE_NOT_FOUND = 3
+# How long after the script limit a cut run is still looked for (staging happens after the script).
+FIND_RUN_MARGIN_SECONDS = 300.0
 
 
 class RunListener(Protocol):
@@ -62,10 +63,10 @@ class TapRunSpec:
     :param params: checked per-run parameters.
     :param wait_for_completion: follow the pipeline to its end, or return once jobs are submitted.
     :param poll_interval: seconds between status polls.
-    :param timeout: seconds the whole wait may take (``None``: no bound beyond the server's own).
+    :param timeout: seconds the pipeline wait may take (``None``: no bound beyond the server's own).
     :param no_job_timeout: seconds a publisher token may show no job before the wait fails.
     :param max_poll_failures: consecutive failed polls tolerated before the wait fails.
-    :param is_retry: an Airflow retry: attach to a previous attempt's run still being processed.
+    :param is_retry: an Airflow retry: join a previous attempt's run still being processed.
     """
 
     tap_name: str
@@ -76,6 +77,41 @@ class TapRunSpec:
     no_job_timeout: float = 300.0
     max_poll_failures: int = 5
     is_retry: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TapRunSpec:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the checks before a run decided: start a run, join one in flight, or follow a previous one."""
+
+    script_limit_seconds: float
+    known_run_times: tuple[str, ...]
+    has_target_pipeline: bool
+    join_in_flight: bool = False
+    previous_run: ScriptOutcome | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["known_run_times"] = list(self.known_run_times)
+        data["previous_run"] = None if self.previous_run is None else self.previous_run.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunPlan:
+        previous = data.get("previous_run")
+        return cls(
+            script_limit_seconds=float(data["script_limit_seconds"]),
+            known_run_times=tuple(data["known_run_times"]),
+            has_target_pipeline=bool(data["has_target_pipeline"]),
+            join_in_flight=bool(data.get("join_in_flight", False)),
+            previous_run=None if previous is None else ScriptOutcome.from_json(previous),
+        )
 
 
 @dataclass
@@ -96,9 +132,302 @@ class TapRunResult:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TapRunResult:
+        return cls(**data)
+
+
+# -- step 1: plan ------------------------------------------------------------------------------
+
+
+def refuse_if_datris_scheduled(tap: TapConfig) -> None:
+    """The one-scheduler rule: a tap with a cron that Datris will fire belongs to Datris."""
+    if tap.scheduled_by_datris:
+        raise DatrisScheduledTapError(
+            f"Tap '{tap.name}' is Datris-scheduled (cron '{tap.cron_expression}'), so Datris's own "
+            "scheduler already fires it and triggering it from Airflow would run it twice. Remove the "
+            "tap's cron in Datris to let Airflow drive it, or remove this task and let Datris run it."
+        )
+
+
+def plan_run(spec: TapRunSpec, listener: RunListener) -> Steps[RunPlan]:
+    """Read the server's limits and the tap, refuse a Datris-scheduled tap, and spot runs to join."""
+    version = yield Call("get_version")
+    tap = yield Call("get_tap", (spec.tap_name,))
+    refuse_if_datris_scheduled(tap)
+    history: list[RunLogEntry] = yield Call("get_tap_logs", (spec.tap_name,))
+    plan = RunPlan(
+        script_limit_seconds=float(version.run_script_limit_seconds),
+        known_run_times=tuple(entry.run_time for entry in history),
+        has_target_pipeline=tap.target_pipeline is not None,
+    )
+    if tap.is_running:
+        listener.warning(
+            f"Tap '{tap.name}' is already running on Datris; following that run instead of starting a second one."
+        )
+        return RunPlan(plan.script_limit_seconds, plan.known_run_times, plan.has_target_pipeline, join_in_flight=True)
+    if spec.is_retry:
+        previous = next((entry for entry in history if entry.mode == "run"), None)
+        rollup = previous.rollup if previous else None
+        if previous and previous.publisher_token and rollup and rollup.jobs and not rollup.all_done:
+            listener.warning(
+                f"This is a retry and the previous run of tap '{tap.name}' ({previous.run_time}) is still "
+                "being processed by its pipeline; following it instead of starting another."
+            )
+            outcome = ScriptOutcome.from_run_log(previous, has_target_pipeline=plan.has_target_pipeline)
+            return RunPlan(
+                plan.script_limit_seconds, plan.known_run_times, plan.has_target_pipeline, previous_run=outcome
+            )
+    return plan
+
+
+# -- step 2: start, or find --------------------------------------------------------------------
+
+
+def start_run(spec: TapRunSpec, plan: RunPlan, listener: RunListener, *, recheck: bool) -> Steps[ScriptOutcome]:
+    """Start the run (or join the one the plan names) and return the end of its script phase.
+
+    :param recheck: look for a run started since the plan before posting. A trigger sets it: if the
+        triggerer restarts it after it posted, it must find that run rather than post again.
+    """
+    if plan.previous_run is not None:
+        return plan.previous_run
+    if plan.join_in_flight:
+        return (yield from find_run_after(spec, plan, listener, reason="a run was already in flight"))
+    if recheck:
+        tap = yield Call("get_tap", (spec.tap_name,))
+        history: list[RunLogEntry] = yield Call("get_tap_logs", (spec.tap_name,))
+        if tap.is_running or _new_run(history, plan) is not None:
+            listener.warning(f"A run of tap '{spec.tap_name}' started since this task checked; following it.")
+            return (yield from find_run_after(spec, plan, listener, reason="a run had started since the check"))
+    listener.info(
+        f"Running Datris tap '{spec.tap_name}' (the call returns when the tap script ends, "
+        f"up to {plan.script_limit_seconds:g} s)."
+    )
+    try:
+        response = yield Call(
+            "run_tap", (spec.tap_name, spec.params), {"script_limit_seconds": plan.script_limit_seconds}
+        )
+    except DatrisRunCallInterrupted as err:
+        listener.warning(f"{err} Not starting another run: looking for this one through GET /tap and GET /tap/logs.")
+        return (yield from find_run_after(spec, plan, listener, reason=str(err)))
+    return ScriptOutcome.from_response(response)
+
+
+def _new_run(history: Sequence[RunLogEntry], plan: RunPlan) -> RunLogEntry | None:
+    newest_known = max(plan.known_run_times, default="")
+    return next(
+        (
+            entry
+            for entry in history
+            if entry.mode == "run" and entry.run_time not in plan.known_run_times and entry.run_time >= newest_known
+        ),
+        None,
+    )
+
+
+def find_run_after(spec: TapRunSpec, plan: RunPlan, listener: RunListener, *, reason: str) -> Steps[ScriptOutcome]:
+    """Wait for a run newer than the plan's history to end its script phase, and read its run-log row."""
+    waited = 0.0
+    bound = plan.script_limit_seconds + FIND_RUN_MARGIN_SECONDS
+    idle_checks = 0
+    while True:
+        try:
+            tap = yield Call("get_tap", (spec.tap_name,))
+            history = [] if tap.is_running else (yield Call("get_tap_logs", (spec.tap_name,)))
+        except DatrisTransientError as err:
+            listener.warning(f"Looking for the run failed, trying again: {err}")
+        else:
+            if not tap.is_running:
+                new_run = _new_run(history, plan)
+                if new_run is not None:
+                    listener.info(f"Found the run of tap '{spec.tap_name}' that started at {new_run.run_time}.")
+                    return ScriptOutcome.from_run_log(new_run, has_target_pipeline=plan.has_target_pipeline)
+                idle_checks += 1
+                if idle_checks >= IDLE_CHECKS_BEFORE_NOT_FOUND:
+                    raise DatrisRunNotFoundError(
+                        f"Tap '{spec.tap_name}' is idle and its run history shows no new run after the run call "
+                        f"ended ({reason}): the run never started on Datris. An Airflow retry may start it."
+                    )
+        if waited >= bound:
+            raise DatrisWaitTimeoutError(
+                f"Tap '{spec.tap_name}' was still running {bound:g} s after the run call was cut."
+            )
+        yield Sleep(spec.poll_interval)
+        waited += spec.poll_interval
+
+
+# -- step 3: the script's outcome --------------------------------------------------------------
+
+
+def report_script(spec: TapRunSpec, outcome: ScriptOutcome, listener: RunListener) -> tuple[bool, TapRunResult]:
+    """Stream the script's log, judge its outcome, and say whether a pipeline must be followed."""
+    for line in iter_lines(outcome.logs):
+        listener.info(f"[tap {spec.tap_name}] {line}")
+    verdict = judge_script(spec.tap_name, outcome)
+    if verdict.warning:
+        listener.warning(verdict.warning)
+    result = TapRunResult(
+        tap_name=spec.tap_name,
+        status=verdict.final_status,
+        publisher_token=outcome.publisher_token,
+        pipeline_tokens=list(outcome.pipeline_tokens),
+        row_count=outcome.record_count,
+        persisted=outcome.persisted,
+        persisted_reason=outcome.persisted_reason,
+    )
+    track = verdict.track and outcome.publisher_token is not None
+    if track:
+        listener.tokens_known(outcome.publisher_token, outcome.pipeline_tokens)
+        if not spec.wait_for_completion:
+            result.status = "submitted"
+    return track and spec.wait_for_completion, result
+
+
+# -- step 4: the pipeline ----------------------------------------------------------------------
+
+
+class PipelineFollower:
+    """Polls one publisher token to a terminal state, streaming each new event exactly once.
+
+    :param listener: receives the event lines.
+    :param poll_interval: seconds between polls.
+    :param no_job_timeout: seconds the token may show no job before the wait fails.
+    :param max_poll_failures: failed polls in a row tolerated.
+    :param clock: returns seconds; deadlines are in the same clock.
+    :param cursor: events already streamed (restored after a deferral).
+    """
+
+    def __init__(
+        self,
+        listener: RunListener,
+        *,
+        poll_interval: float,
+        no_job_timeout: float,
+        max_poll_failures: int,
+        clock: Callable[[], float] = time.monotonic,
+        cursor: EventCursor | None = None,
+    ) -> None:
+        self.listener = listener
+        self.poll_interval = poll_interval
+        self.no_job_timeout = no_job_timeout
+        self.max_poll_failures = max_poll_failures
+        self.clock = clock
+        self.cursor = cursor or EventCursor()
+        self.last_rollup: Rollup | None = None
+
+    def follow(
+        self, publisher_token: str, expected_tokens: Sequence[str], *, deadline_at: float | None, what: str
+    ) -> Steps[Rollup]:
+        """Poll until every job is terminal; fail on too many failed polls, no jobs, or the deadline."""
+        started = self.clock()
+        failures = 0
+        while True:
+            try:
+                status = yield Call("get_pipeline_status", (publisher_token,))
+            except DatrisTransientError as err:
+                failures += 1
+                if failures > self.max_poll_failures:
+                    raise DatrisTransientError(
+                        f"Gave up polling Datris after {failures} failed polls in a row; last: {err}",
+                        status_code=err.status_code,
+                        route=err.route,
+                    ) from None
+                self.listener.warning(f"Polling Datris failed ({failures}/{self.max_poll_failures}): {err}")
+            else:
+                failures = 0
+                self.stream(status.events)
+                self.last_rollup = status.rollup
+                if rollup_is_done(status.rollup, tuple(expected_tokens)):
+                    return status.rollup
+                waited = self.clock() - started
+                if not status.rollup.jobs and waited > self.no_job_timeout:
+                    raise DatrisWaitTimeoutError(
+                        f"Publisher token {publisher_token} showed no pipeline job for {waited:.0f} s "
+                        f"(no_job_timeout={self.no_job_timeout:g} s). Datris does not know this token, or its "
+                        "status rows were never written; check the Run History in Datris."
+                    )
+            if deadline_at is not None and self.clock() >= deadline_at:
+                raise DatrisWaitTimeoutError(
+                    f"{what} did not finish in time; last state: {self.describe_last_rollup()}."
+                )
+            yield Sleep(self.poll_interval)
+
+    def stream(self, events: Sequence[PipelineEvent]) -> None:
+        for event in self.cursor.new_events(events):
+            line = describe_event(event)
+            if event.code == "error":
+                self.listener.error(line)
+            elif event.code == "warning":
+                self.listener.warning(line)
+            else:
+                self.listener.info(line)
+
+    def unfinished_tokens(self, fallback: Sequence[str]) -> list[str]:
+        if self.last_rollup is None:
+            return list(fallback)
+        return [job.pipeline_token for job in self.last_rollup.jobs if not job.finished]
+
+    def describe_last_rollup(self) -> str:
+        if self.last_rollup is None:
+            return "no status read yet"
+        jobs = ", ".join(f"{job.pipeline} {job.status}" for job in self.last_rollup.jobs) or "no jobs"
+        return f"{self.last_rollup.status} ({jobs})"
+
+
+def finish_pipeline(spec: TapRunSpec, result: TapRunResult, rollup: Rollup, listener: RunListener) -> TapRunResult:
+    """Judge the terminal rollup: raise for an error, warn for a warning, and fill in the result."""
+    result.pipeline_tokens = [job.pipeline_token for job in rollup.jobs]
+    result.pipeline_status = rollup.status
+    result.jobs = jobs_summary(rollup)
+    warning = judge_rollup(spec.tap_name, rollup)
+    if warning:
+        listener.warning(warning)
+        result.status = "warning"
+    return result
+
+
+def kill_jobs(
+    tokens: Sequence[str],
+    listener: RunListener,
+    *,
+    clock: Callable[[], float],
+    per_call_timeout: float = 1.5,
+    budget: float = 4.0,
+) -> Steps[list[KillAnswer]]:
+    """Ask Datris, once per job and briefly, to kill each job; "not running" answers are normal.
+
+    Airflow leaves a killed task about five seconds, so the calls share ``budget`` seconds and nothing
+    waits for the jobs to stop.
+    """
+    if not tokens:
+        listener.info("No Datris pipeline job to kill (the tap script phase cannot be cancelled on Datris).")
+        return []
+    answers: list[KillAnswer] = []
+    ends_at = clock() + budget
+    for token in tokens:
+        left = ends_at - clock()
+        if left <= 0:
+            listener.warning(f"No time left to kill Datris job {token}.")
+            continue
+        try:
+            answer = yield Call("kill_job", (token,), {"timeout": min(per_call_timeout, left)})
+        except DatrisAuthError as err:
+            listener.warning(f"Could not kill Datris job {token}: {err}")
+            continue
+        answers.append(answer)
+        if answer.killed:
+            listener.info(f"Asked Datris to kill pipeline job {token}: cancelled.")
+        else:
+            listener.info(f"Datris did not kill pipeline job {token}: {answer.detail} (normal if it ended).")
+    return answers
+
+
+# -- the synchronous run -----------------------------------------------------------------------
+
 
 class TapRunTracker:
-    """Runs one tap and follows it. One instance serves one run.
+    """Runs one tap and follows it, in this thread. One instance serves one run.
 
     :param client: the Datris API client.
     :param spec: what to run and how long to wait.
@@ -119,239 +448,50 @@ class TapRunTracker:
         self.listener = listener
         self._clock = clock
         self._stop = threading.Event()
-        self._cursor = EventCursor()
-        self._pipeline_tokens: tuple[str, ...] = ()
-        self._last_rollup: Rollup | None = None
-        self._started_at = 0.0
-
-    # -- public ------------------------------------------------------------------------------
+        self._pipeline_tokens: list[str] = []
+        self.follower = PipelineFollower(
+            listener,
+            poll_interval=spec.poll_interval,
+            no_job_timeout=spec.no_job_timeout,
+            max_poll_failures=spec.max_poll_failures,
+            clock=clock,
+        )
 
     def run(self) -> TapRunResult:
         """Run the tap, stream its logs and wait for its pipeline as the spec says."""
-        self._started_at = self._clock()
-        name = self.spec.tap_name
-        version = self.client.get_version()
-        tap = self.client.get_tap(name)
-        self._refuse_if_datris_scheduled(tap)
-        history = self.client.get_tap_logs(name)
-
-        outcome = self._attach_to_run_in_flight(tap, history, version.run_script_limit_seconds)
-        if outcome is None:
-            outcome = self._start_run(tap, history, version.run_script_limit_seconds)
-
-        for line in iter_lines(outcome.logs):
-            self.listener.info(f"[tap {name}] {line}")
-        verdict = judge_script(name, outcome)
-        result = TapRunResult(
-            tap_name=name,
-            status=verdict.final_status,
-            publisher_token=outcome.publisher_token,
-            pipeline_tokens=list(outcome.pipeline_tokens),
-            row_count=outcome.record_count,
-            persisted=outcome.persisted,
-            persisted_reason=outcome.persisted_reason,
-        )
-        if verdict.warning:
-            self.listener.warning(verdict.warning)
-        if not verdict.track or outcome.publisher_token is None:
-            return self._finish(result)
-
-        self._pipeline_tokens = outcome.pipeline_tokens
-        self.listener.tokens_known(outcome.publisher_token, outcome.pipeline_tokens)
-        if not self.spec.wait_for_completion:
-            result.status = "submitted"
-            return self._finish(result)
-
-        rollup = self.wait_for_pipeline(outcome.publisher_token, outcome.pipeline_tokens)
-        result.pipeline_tokens = [job.pipeline_token for job in rollup.jobs]
-        result.pipeline_status = rollup.status
-        result.jobs = jobs_summary(rollup)
-        warning = judge_rollup(name, rollup)
-        if warning:
-            self.listener.warning(warning)
-            result.status = "warning"
-        return self._finish(result)
+        started = self._clock()
+        plan = self._drive(plan_run(self.spec, self.listener))
+        outcome = self._drive(start_run(self.spec, plan, self.listener, recheck=False))
+        must_follow, result = report_script(self.spec, outcome, self.listener)
+        if must_follow and outcome.publisher_token is not None:
+            self._pipeline_tokens = list(outcome.pipeline_tokens)
+            deadline = None if self.spec.timeout is None else self._clock() + self.spec.timeout
+            rollup = self._drive(
+                self.follower.follow(
+                    outcome.publisher_token,
+                    outcome.pipeline_tokens,
+                    deadline_at=deadline,
+                    what=f"The pipeline of tap '{self.spec.tap_name}' (timeout={self.spec.timeout} s)",
+                )
+            )
+            finish_pipeline(self.spec, result, rollup, self.listener)
+        result.duration_ms = int((self._clock() - started) * 1000)
+        return result
 
     def stop(self) -> None:
-        """Make the wait loop end at its next step (called from Airflow's ``on_kill``)."""
+        """Make the wait end at its next step (called from Airflow's ``on_kill``)."""
         self._stop.set()
 
     def kill_unfinished_jobs(self, *, per_call_timeout: float = 1.5, budget: float = 4.0) -> list[KillAnswer]:
-        """Ask Datris, once per job and briefly, to kill every job not finished yet.
-
-        Airflow leaves a killed task about five seconds, so the calls share ``budget`` seconds and
-        nothing waits for the jobs to stop. "Not running" answers are normal and only logged.
-        """
+        """Stop waiting and ask Datris to kill every job of this run not finished yet."""
         self.stop()
-        if self._last_rollup is not None:
-            tokens = [job.pipeline_token for job in self._last_rollup.jobs if not job.finished]
-        else:
-            tokens = list(self._pipeline_tokens)
-        if not tokens:
-            self.listener.info("No Datris pipeline job to kill (the tap script phase cannot be cancelled on Datris).")
-            return []
-        answers = []
-        ends_at = self._clock() + budget
-        for token in tokens:
-            left = ends_at - self._clock()
-            if left <= 0:
-                self.listener.warning(f"No time left to kill Datris job {token}.")
-                continue
-            try:
-                answer = self.client.kill_job(token, timeout=min(per_call_timeout, left))
-            except DatrisAuthError as err:
-                self.listener.warning(f"Could not kill Datris job {token}: {err}")
-                continue
-            answers.append(answer)
-            if answer.killed:
-                self.listener.info(f"Asked Datris to kill pipeline job {token}: cancelled.")
-            else:
-                self.listener.info(f"Datris did not kill pipeline job {token}: {answer.detail} (normal if it ended).")
-        return answers
+        tokens = self.follower.unfinished_tokens(self._pipeline_tokens)
+        steps = kill_jobs(tokens, self.listener, clock=self._clock, per_call_timeout=per_call_timeout, budget=budget)
+        return drive(steps, self.client, time.sleep)
 
-    def wait_for_pipeline(self, publisher_token: str, expected_tokens: tuple[str, ...]) -> Rollup:
-        """Poll the publisher token until every job is terminal, streaming each new event once."""
-        spec = self.spec
-        started = self._clock()
-        deadline = None if spec.timeout is None else started + spec.timeout
-        failures = 0
-        while True:
-            self._raise_if_stopped()
-            try:
-                status = self.client.get_pipeline_status(publisher_token)
-            except DatrisTransientError as err:
-                failures += 1
-                if failures > spec.max_poll_failures:
-                    raise DatrisTransientError(
-                        f"Gave up polling Datris after {failures} failed polls in a row; last: {err}",
-                        status_code=err.status_code,
-                        route=err.route,
-                    ) from None
-                self.listener.warning(f"Polling Datris failed ({failures}/{spec.max_poll_failures}): {err}")
-            else:
-                failures = 0
-                self._stream_events(status.events)
-                self._last_rollup = status.rollup
-                if rollup_is_done(status.rollup, expected_tokens):
-                    return status.rollup
-                waited = self._clock() - started
-                if not status.rollup.jobs and waited > spec.no_job_timeout:
-                    raise DatrisWaitTimeoutError(
-                        f"Publisher token {publisher_token} showed no pipeline job for {waited:.0f} s "
-                        f"(no_job_timeout={spec.no_job_timeout:g} s). Datris does not know this token, or "
-                        "its status rows were never written; check the tap's Run History in Datris."
-                    )
-            if deadline is not None and self._clock() >= deadline:
-                raise DatrisWaitTimeoutError(
-                    f"The pipeline of tap '{spec.tap_name}' did not finish within timeout={spec.timeout:g} s; "
-                    f"last state: {self._describe_last_rollup()}."
-                )
-            self._sleep(spec.poll_interval)
-
-    # -- steps -------------------------------------------------------------------------------
-
-    def _refuse_if_datris_scheduled(self, tap: TapConfig) -> None:
-        if tap.scheduled_by_datris:
-            raise DatrisScheduledTapError(
-                f"Tap '{tap.name}' is Datris-scheduled (cron '{tap.cron_expression}'), so Datris's own "
-                "scheduler already fires it and triggering it from Airflow would run it twice. Remove the "
-                "tap's cron in Datris to let Airflow drive it, or remove this task and let Datris run it."
-            )
-
-    def _attach_to_run_in_flight(
-        self, tap: TapConfig, history: list[RunLogEntry], script_limit: float
-    ) -> ScriptOutcome | None:
-        """Join a run already going on rather than start a second one."""
-        if tap.is_running:
-            self.listener.warning(
-                f"Tap '{tap.name}' is already running on Datris; following that run instead of starting a second one."
-            )
-            return self._find_run_after(tap, history, script_limit, reason="a run was already in flight")
-        if self.spec.is_retry:
-            previous = _newest_run(history)
-            if (
-                previous
-                and previous.publisher_token
-                and previous.rollup
-                and previous.rollup.jobs
-                and not previous.rollup.all_done
-            ):
-                self.listener.warning(
-                    f"This is a retry and the previous run of tap '{tap.name}' ({previous.run_time}) is "
-                    "still being processed by its pipeline; following it instead of starting another."
-                )
-                return ScriptOutcome.from_run_log(previous, has_target_pipeline=tap.target_pipeline is not None)
-        return None
-
-    def _start_run(self, tap: TapConfig, history: list[RunLogEntry], script_limit: float) -> ScriptOutcome:
-        self.listener.info(
-            f"Running Datris tap '{tap.name}' (the call returns when the tap script ends, up to {script_limit:g} s)."
-        )
-        try:
-            response = self.client.run_tap(tap.name, self.spec.params, script_limit_seconds=script_limit)
-        except DatrisRunCallInterrupted as err:
-            self.listener.warning(
-                f"{err} Not starting another run: looking for this one through GET /tap and GET /tap/logs."
-            )
-            return self._find_run_after(tap, history, script_limit, reason=str(err))
-        return ScriptOutcome.from_response(response)
-
-    def _find_run_after(
-        self, tap: TapConfig, history: list[RunLogEntry], script_limit: float, *, reason: str
-    ) -> ScriptOutcome:
-        """Wait for a run newer than ``history`` to finish its script phase and read its run-log row."""
-        known = {entry.run_time for entry in history}
-        newest_known = max(known, default="")
-        deadline = self._clock() + script_limit + 300.0
-        idle_checks = 0
-        while True:
-            self._raise_if_stopped()
-            try:
-                current = self.client.get_tap(tap.name)
-                entries = [] if current.is_running else self.client.get_tap_logs(tap.name)
-            except DatrisTransientError as err:
-                self.listener.warning(f"Looking for the run failed, trying again: {err}")
-            else:
-                if not current.is_running:
-                    new_run = next(
-                        (
-                            e
-                            for e in entries
-                            if e.mode == "run" and e.run_time not in known and e.run_time >= newest_known
-                        ),
-                        None,
-                    )
-                    if new_run is not None:
-                        self.listener.info(f"Found the run of tap '{tap.name}' that started at {new_run.run_time}.")
-                        return ScriptOutcome.from_run_log(new_run, has_target_pipeline=tap.target_pipeline is not None)
-                    idle_checks += 1
-                    if idle_checks >= IDLE_CHECKS_BEFORE_NOT_FOUND:
-                        raise DatrisRunNotFoundError(
-                            f"Tap '{tap.name}' is idle and its run history shows no new run after the run "
-                            f"call ended ({reason}): the run never started on Datris. An Airflow retry may "
-                            "start it."
-                        )
-            if self._clock() >= deadline:
-                raise DatrisWaitTimeoutError(
-                    f"Tap '{tap.name}' was still running {script_limit + 300:g} s after the run call was cut."
-                )
-            self._sleep(self.spec.poll_interval)
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    def _stream_events(self, events: Sequence[PipelineEvent]) -> None:
-        for event in self._cursor.new_events(events):
-            line = describe_event(event)
-            if event.code == "error":
-                self.listener.error(line)
-            elif event.code == "warning":
-                self.listener.warning(line)
-            else:
-                self.listener.info(line)
-
-    def _finish(self, result: TapRunResult) -> TapRunResult:
-        result.duration_ms = int((self._clock() - self._started_at) * 1000)
-        return result
+    def _drive(self, steps: Steps[Any]) -> Any:
+        self._raise_if_stopped()
+        return drive(steps, self.client, self._sleep)
 
     def _sleep(self, seconds: float) -> None:
         # Waiting on the stop event lets on_kill end the wait at once.
@@ -361,13 +501,3 @@ class TapRunTracker:
     def _raise_if_stopped(self) -> None:
         if self._stop.is_set():
             raise DatrisRunStoppedError(f"Stopped waiting for tap '{self.spec.tap_name}': the task is being killed.")
-
-    def _describe_last_rollup(self) -> str:
-        if self._last_rollup is None:
-            return "no status read yet"
-        jobs = ", ".join(f"{job.pipeline} {job.status}" for job in self._last_rollup.jobs) or "no jobs"
-        return f"{self._last_rollup.status} ({jobs})"
-
-
-def _newest_run(history: list[RunLogEntry]) -> RunLogEntry | None:
-    return next((entry for entry in history if entry.mode == "run"), None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from datris_provider.client.api import DatrisClient
-from datris_provider.client.responses import first_line_of_error
 from datris_provider.client.errors import (
     DatrisApiError,
     DatrisAuthError,
@@ -13,6 +12,7 @@ from datris_provider.client.errors import (
     DatrisRunCallInterrupted,
     DatrisTransientError,
 )
+from datris_provider.client.responses import first_line_of_error
 from datris_provider.client.settings import ClientSettings, RetryPolicy
 from datris_provider.testing import StandInTap
 from datris_provider.version import __version__

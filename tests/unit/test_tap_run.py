@@ -95,7 +95,7 @@ def test_kill_asks_once_per_unfinished_job_and_takes_not_running_calmly(datris_s
     datris_stand_in.add_tap(StandInTap(name="docs", tap_type="document", documents=2, polls_until_end=None))
     listener = RecordingListener()
     tracker = _tracker(client, "docs", listener, timeout=0.3)
-    with pytest.raises(Exception, match="did not finish within"):
+    with pytest.raises(Exception, match="did not finish in time"):
         tracker.run()
 
     first = tracker.kill_unfinished_jobs()

@@ -28,6 +28,12 @@ def get_provider_info() -> dict[str, Any]:
         "task-decorators": [
             {"name": "datris_tap", "class-name": "datris_provider.decorators.datris_tap.datris_tap_task"}
         ],
+        "triggers": [{"integration-name": "Datris", "python-modules": ["datris_provider.triggers.datris"]}],
+        "sensors": [{"integration-name": "Datris", "python-modules": ["datris_provider.sensors.pipeline"]}],
+        "extra-links": [
+            "datris_provider.links.DatrisTapRunLink",
+            "datris_provider.links.DatrisPipelineJobLink",
+        ],
         "connection-types": [
             {
                 "connection-type": "datris",
@@ -57,6 +63,11 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Retry delay (s)",
                         "description": "First wait before a repeat; doubled each time, with jitter.",
                         "schema": {"type": ["number", "null"], "default": 1},
+                    },
+                    "ui_url": {
+                        "label": "Datris UI URL",
+                        "description": "Base URL of the Datris UI for task links, when it differs from Host.",
+                        "schema": {"type": ["string", "null"], "format": "url"},
                     },
                     "timeout": {
                         "label": "Request timeout (s)",

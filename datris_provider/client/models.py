@@ -244,6 +244,25 @@ class Rollup:
     status: str
     jobs: tuple[PipelineJob, ...]
 
+    def to_json(self) -> dict[str, Any]:
+        """The rollup in the server's own shape, so :meth:`parse` reads it back (trigger events)."""
+        jobs = []
+        for job in self.jobs:
+            entry: dict[str, Any] = {
+                "pipelineToken": job.pipeline_token,
+                "pipeline": job.pipeline,
+                "status": job.status,
+            }
+            if job.elapsed is not None:
+                entry["elapsed"] = job.elapsed
+            if job.last_error is not None:
+                entry["lastError"] = {
+                    "processName": job.last_error.process_name,
+                    "description": job.last_error.description,
+                }
+            jobs.append(entry)
+        return {"allDone": self.all_done, "status": self.status, "jobs": jobs}
+
     @classmethod
     def parse(cls, data: Any) -> Rollup:
         what = "the pipeline rollup"

@@ -46,6 +46,12 @@ class ClientSettings:
     verify: bool | str = True
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    ui_url: str = ""
+
+    @property
+    def datris_ui_url(self) -> str:
+        """Where the Datris UI lives: the ``ui_url`` extra, or the host when the UI proxies the API."""
+        return self.ui_url or self.base_url
 
     @property
     def api_url(self) -> str:
@@ -168,4 +174,17 @@ def settings_from_connection_fields(
         verify=parse_verify(extra.get("verify"), conn_id=conn_id),
         timeout=parse_timeout(extra.get("timeout"), conn_id=conn_id),
         retry=retry or parse_retry_policy(extra, conn_id=conn_id),
+        ui_url=_parse_ui_url(extra.get("ui_url"), conn_id=conn_id),
     )
+
+
+def _parse_ui_url(value: Any, *, conn_id: str) -> str:
+    if value in (None, ""):
+        return ""
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise DatrisConfigError(
+            f"The connection '{conn_id}' extra 'ui_url' must be the Datris UI's full URL, "
+            f"e.g. https://app.example.com, not {value!r}."
+        )
+    return str(value).rstrip("/")

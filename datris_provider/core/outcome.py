@@ -30,6 +30,7 @@ class ScriptOutcome:
     record_count: int
     error: str | None
     logs: str | None
+    target_pipeline: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -51,22 +52,26 @@ class ScriptOutcome:
             record_count=response.record_count,
             error=response.error,
             logs=response.logs,
+            target_pipeline=response.target_pipeline,
         )
 
     @classmethod
-    def from_run_log(cls, entry: RunLogEntry, *, has_target_pipeline: bool) -> ScriptOutcome:
+    def from_run_log(cls, entry: RunLogEntry, *, target_pipeline: str | None) -> ScriptOutcome:
         """Rebuild the outcome of a run whose answer never arrived from its run-log row."""
+        pipeline = target_pipeline
         if entry.status == "failure":
-            return cls("failure", False, "run_error", None, (), entry.record_count, entry.error, entry.logs)
+            return cls("failure", False, "run_error", None, (), entry.record_count, entry.error, entry.logs, pipeline)
         if entry.status == "no_records":
-            return cls("success", False, "no_records", None, (), 0, None, entry.logs)
+            return cls("success", False, "no_records", None, (), 0, None, entry.logs, pipeline)
         if entry.status != "success":
             raise DatrisProtocolError(f"The run log holds a status the provider does not know: '{entry.status}'.")
         tokens = tuple(job.pipeline_token for job in entry.rollup.jobs) if entry.rollup else ()
         if entry.publisher_token:
-            return cls("success", True, None, entry.publisher_token, tokens, entry.record_count, None, entry.logs)
-        reason = None if has_target_pipeline else "no_target_pipeline"
-        return cls("success", has_target_pipeline, reason, None, (), entry.record_count, None, entry.logs)
+            return cls(
+                "success", True, None, entry.publisher_token, tokens, entry.record_count, None, entry.logs, pipeline
+            )
+        reason = None if pipeline else "no_target_pipeline"
+        return cls("success", bool(pipeline), reason, None, (), entry.record_count, None, entry.logs, pipeline)
 
 
 @dataclass(frozen=True)

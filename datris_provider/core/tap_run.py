@@ -52,7 +52,9 @@ class RunListener(Protocol):
 
     def error(self, message: str) -> None: ...
 
-    def tokens_known(self, publisher_token: str | None, pipeline_tokens: Sequence[str]) -> None: ...
+    def tokens_known(
+        self, publisher_token: str | None, pipeline_tokens: Sequence[str], pipeline: str | None
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class RunPlan:
 
     script_limit_seconds: float
     known_run_times: tuple[str, ...]
-    has_target_pipeline: bool
+    target_pipeline: str | None
     join_in_flight: bool = False
     previous_run: ScriptOutcome | None = None
 
@@ -108,7 +110,7 @@ class RunPlan:
         return cls(
             script_limit_seconds=float(data["script_limit_seconds"]),
             known_run_times=tuple(data["known_run_times"]),
-            has_target_pipeline=bool(data["has_target_pipeline"]),
+            target_pipeline=data.get("target_pipeline"),
             join_in_flight=bool(data.get("join_in_flight", False)),
             previous_run=None if previous is None else ScriptOutcome.from_json(previous),
         )
@@ -159,13 +161,13 @@ def plan_run(spec: TapRunSpec, listener: RunListener) -> Steps[RunPlan]:
     plan = RunPlan(
         script_limit_seconds=float(version.run_script_limit_seconds),
         known_run_times=tuple(entry.run_time for entry in history),
-        has_target_pipeline=tap.target_pipeline is not None,
+        target_pipeline=tap.target_pipeline,
     )
     if tap.is_running:
         listener.warning(
             f"Tap '{tap.name}' is already running on Datris; following that run instead of starting a second one."
         )
-        return RunPlan(plan.script_limit_seconds, plan.known_run_times, plan.has_target_pipeline, join_in_flight=True)
+        return RunPlan(plan.script_limit_seconds, plan.known_run_times, plan.target_pipeline, join_in_flight=True)
     if spec.is_retry:
         previous = next((entry for entry in history if entry.mode == "run"), None)
         rollup = previous.rollup if previous else None
@@ -174,10 +176,8 @@ def plan_run(spec: TapRunSpec, listener: RunListener) -> Steps[RunPlan]:
                 f"This is a retry and the previous run of tap '{tap.name}' ({previous.run_time}) is still "
                 "being processed by its pipeline; following it instead of starting another."
             )
-            outcome = ScriptOutcome.from_run_log(previous, has_target_pipeline=plan.has_target_pipeline)
-            return RunPlan(
-                plan.script_limit_seconds, plan.known_run_times, plan.has_target_pipeline, previous_run=outcome
-            )
+            outcome = ScriptOutcome.from_run_log(previous, target_pipeline=plan.target_pipeline)
+            return RunPlan(plan.script_limit_seconds, plan.known_run_times, plan.target_pipeline, previous_run=outcome)
     return plan
 
 
@@ -242,7 +242,7 @@ def find_run_after(spec: TapRunSpec, plan: RunPlan, listener: RunListener, *, re
                 new_run = _new_run(history, plan)
                 if new_run is not None:
                     listener.info(f"Found the run of tap '{spec.tap_name}' that started at {new_run.run_time}.")
-                    return ScriptOutcome.from_run_log(new_run, has_target_pipeline=plan.has_target_pipeline)
+                    return ScriptOutcome.from_run_log(new_run, target_pipeline=plan.target_pipeline)
                 idle_checks += 1
                 if idle_checks >= IDLE_CHECKS_BEFORE_NOT_FOUND:
                     raise DatrisRunNotFoundError(
@@ -278,7 +278,7 @@ def report_script(spec: TapRunSpec, outcome: ScriptOutcome, listener: RunListene
     )
     track = verdict.track and outcome.publisher_token is not None
     if track:
-        listener.tokens_known(outcome.publisher_token, outcome.pipeline_tokens)
+        listener.tokens_known(outcome.publisher_token, outcome.pipeline_tokens, outcome.target_pipeline)
         if not spec.wait_for_completion:
             result.status = "submitted"
     return track and spec.wait_for_completion, result

@@ -67,6 +67,31 @@ class DatrisHook(BaseHook):
             self.log.warning(warning)
         return settings
 
+    @classmethod
+    async def aget_settings(cls, datris_conn_id: str, *, retry: RetryPolicy | None = None) -> ClientSettings:
+        """The connection's settings, looked up without blocking the event loop (for triggers)."""
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from datris_provider.client.settings import settings_from_connection_fields
+
+        try:
+            if hasattr(BaseHook, "aget_connection"):
+                conn = await BaseHook.aget_connection(datris_conn_id)
+            else:  # Airflow < 3.1
+                from asgiref.sync import sync_to_async
+
+                conn = await sync_to_async(BaseHook.get_connection)(datris_conn_id)
+        except AirflowNotFoundException:
+            raise DatrisConfigError(f"The Airflow connection '{datris_conn_id}' is not defined.") from None
+        if conn.password:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(conn.password)
+        extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
+        return settings_from_connection_fields(
+            conn_id=datris_conn_id, host=conn.host, password=conn.password, extra=extra, retry=retry
+        )
+
     @cached_property
     def client(self) -> DatrisClient:
         """An API client for this connection (one HTTP session, reused)."""

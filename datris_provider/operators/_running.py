@@ -1,19 +1,36 @@
-"""Runs a tap for an Airflow task: wires the run-tracking core to the task log, XComs and errors."""
+"""Runs a tap for an Airflow task, in the worker or deferred to the triggerer.
+
+It wires the run-tracking core to the task log, XComs and extra links, and maps Datris errors to
+Airflow's retry rules: what a retry cannot fix fails with ``AirflowFailException``.
+"""
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from datris_provider.client.errors import DatrisError
+from datris_provider.client.errors import DatrisError, DatrisRunFailedError, DatrisTransientError
 from datris_provider.core.params import validate_tap_params
-from datris_provider.core.tap_run import TapRunSpec, TapRunTracker
+from datris_provider.core.steps import drive
+from datris_provider.core.tap_run import (
+    PipelineFollower,
+    TapRunResult,
+    TapRunSpec,
+    TapRunTracker,
+    finish_pipeline,
+    kill_jobs,
+    plan_run,
+    report_script,
+)
 from datris_provider.hooks.datris import DatrisHook
+from datris_provider.links import JOB_URL_KEY, TAP_RUN_URL_KEY, job_url, tap_run_url
 
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from airflow.sdk import Context
 
@@ -21,11 +38,13 @@ if TYPE_CHECKING:
 
 
 class TaskRunListener:
-    """Sends the core's progress to the task log and its tokens to XCom as soon as they are known."""
+    """Sends the core's progress to the task log, and the tokens and links to XCom as soon as known."""
 
-    def __init__(self, log: logging.Logger | Any, context: Context) -> None:
+    def __init__(self, log: logging.Logger | Any, context: Context, *, ui_url: str, tap_name: str) -> None:
         self._log = log
         self._ti = context["ti"]
+        self._ui_url = ui_url
+        self._tap_name = tap_name
 
     def info(self, message: str) -> None:
         self._log.info("%s", message)
@@ -36,35 +55,50 @@ class TaskRunListener:
     def error(self, message: str) -> None:
         self._log.error("%s", message)
 
-    def tokens_known(self, publisher_token: str | None, pipeline_tokens: Sequence[str]) -> None:
+    def tokens_known(self, publisher_token: str | None, pipeline_tokens: Sequence[str], pipeline: str | None) -> None:
         self._ti.xcom_push(key="publisher_token", value=publisher_token)
         self._ti.xcom_push(key="pipeline_tokens", value=list(pipeline_tokens))
+        if pipeline_tokens and pipeline:
+            self._ti.xcom_push(key=JOB_URL_KEY, value=job_url(self._ui_url, pipeline_tokens[0], pipeline))
         self._log.info("Datris publisher token %s, pipeline jobs %s.", publisher_token, ", ".join(pipeline_tokens))
 
 
-def run_tap_for_task(operator: DatrisRunTapOperator, context: Context) -> dict[str, Any]:
-    """Run ``operator``'s tap and return the result dict; map Datris errors to Airflow's retry rules."""
-    ti = context["ti"]
+@contextmanager
+def airflow_errors() -> Iterator[None]:
+    """Let retryable Datris errors retry; fail for good on the ones a retry cannot fix."""
     try:
-        spec = TapRunSpec(
-            tap_name=operator.tap_name,
-            params=validate_tap_params(operator.tap_params, owner=f"{operator.task_id}: tap_params"),
-            wait_for_completion=operator.wait_for_completion,
-            poll_interval=operator.poll_interval or 15.0,
-            timeout=operator.timeout,
-            no_job_timeout=operator.no_job_timeout or 300.0,
-            max_poll_failures=operator.max_poll_failures,
-            is_retry=(ti.try_number or 1) > 1,
-        )
-        hook = DatrisHook(operator.datris_conn_id)
-        tracker = TapRunTracker(hook.client, spec, TaskRunListener(operator.log, context))
-        operator._tracker = tracker
-        result = tracker.run()
+        yield
     except DatrisError as err:
         if not err.retryable:
-            # A retry cannot fix configuration, authorisation or a refused tap: fail for good.
             raise AirflowFailException(str(err)) from None
         raise
+
+
+def build_spec(operator: DatrisRunTapOperator, context: Context) -> TapRunSpec:
+    return TapRunSpec(
+        tap_name=operator.tap_name,
+        params=validate_tap_params(operator.tap_params, owner=f"{operator.task_id}: tap_params"),
+        wait_for_completion=operator.wait_for_completion,
+        poll_interval=operator.poll_interval or 15.0,
+        timeout=operator.timeout,
+        no_job_timeout=operator.no_job_timeout or 300.0,
+        max_poll_failures=operator.max_poll_failures,
+        is_retry=(context["ti"].try_number or 1) > 1,
+    )
+
+
+def _start(operator: DatrisRunTapOperator, context: Context) -> tuple[TapRunSpec, DatrisHook, TaskRunListener]:
+    spec = build_spec(operator, context)
+    hook = DatrisHook(operator.datris_conn_id)
+    ui_url = hook.settings.datris_ui_url
+    context["ti"].xcom_push(key=TAP_RUN_URL_KEY, value=tap_run_url(ui_url, spec.tap_name))
+    # Known once jobs exist; pushed empty now so the link finds a value on every path.
+    context["ti"].xcom_push(key=JOB_URL_KEY, value="")
+    return spec, hook, TaskRunListener(operator.log, context, ui_url=ui_url, tap_name=spec.tap_name)
+
+
+def _finish(operator: DatrisRunTapOperator, context: Context, result: TapRunResult) -> dict[str, Any]:
+    ti = context["ti"]
     ti.xcom_push(key="row_count", value=result.row_count)
     ti.xcom_push(key="duration_ms", value=result.duration_ms)
     operator.log.info(
@@ -75,3 +109,134 @@ def run_tap_for_task(operator: DatrisRunTapOperator, context: Context) -> dict[s
         result.duration_ms,
     )
     return result.as_dict()
+
+
+# -- in the worker -----------------------------------------------------------------------------
+
+
+def run_tap_for_task(operator: DatrisRunTapOperator, context: Context) -> dict[str, Any]:
+    """Run the tap in this worker, waiting here for its pipeline."""
+    with airflow_errors():
+        spec, hook, listener = _start(operator, context)
+        tracker = TapRunTracker(hook.client, spec, listener)
+        operator._tracker = tracker
+        result = tracker.run()
+    return _finish(operator, context, result)
+
+
+# -- deferred ----------------------------------------------------------------------------------
+
+
+def _deadline_at(operator: DatrisRunTapOperator, context: Context, spec: TapRunSpec) -> float | None:
+    """Wall-clock end of the wait: the ``timeout``, and ``execution_timeout`` counted from the task's
+    start, which Airflow does not apply while a task is deferred."""
+    candidates = []
+    if spec.timeout is not None:
+        candidates.append(time.time() + spec.timeout)
+    start = getattr(context["ti"], "start_date", None)
+    if operator.execution_timeout is not None and start is not None:
+        candidates.append((start + operator.execution_timeout).timestamp())
+    return min(candidates) if candidates else None
+
+
+def defer_tap_run(operator: DatrisRunTapOperator, context: Context) -> None:
+    """Check the tap in the worker (quick calls), then hand the blocking run call to the triggerer."""
+    from datris_provider.triggers.datris import DatrisTapRunTrigger
+
+    with airflow_errors():
+        spec, hook, listener = _start(operator, context)
+        plan = drive(plan_run(spec, listener), hook.client, time.sleep)
+    resume: dict[str, Any] = {"spec": spec.to_json(), "started_at": time.time()}
+    if plan.previous_run is not None:
+        # Nothing to start: follow the previous attempt's run at once.
+        after_script(
+            operator, context, {"status": "script_done", "outcome": plan.previous_run.to_json(), "resume": resume}
+        )
+        return
+    operator.defer(
+        trigger=DatrisTapRunTrigger(
+            datris_conn_id=operator.datris_conn_id, spec=spec.to_json(), plan=plan.to_json(), resume=resume
+        ),
+        method_name="execute_after_script",
+    )
+
+
+def _check_event(event: dict[str, Any] | None, allowed: set[str]) -> dict[str, Any]:
+    """Fail closed on anything but an expected event carrying the task's state."""
+    if not isinstance(event, dict) or event.get("status") not in allowed or not isinstance(event.get("resume"), dict):
+        raise AirflowFailException(f"The Datris trigger ended with an event the task does not understand: {event!r}.")
+    if event["status"] == "error":
+        message = str(event.get("message", "unknown error"))
+        if not event.get("retryable", False):
+            raise AirflowFailException(message)
+        if event.get("error_class") == "DatrisTransientError":
+            raise DatrisTransientError(message)
+        raise DatrisRunFailedError(message)
+    return event
+
+
+def after_script(operator: DatrisRunTapOperator, context: Context, event: dict[str, Any] | None) -> dict[str, Any]:
+    """The script phase has ended: print its log, judge it, then defer the pipeline wait."""
+    from datris_provider.core.outcome import ScriptOutcome
+    from datris_provider.triggers.datris import DatrisPipelineTrigger
+
+    event = _check_event(event, {"script_done", "error"})
+    spec, started_at = event["resume"]["spec"], float(event["resume"]["started_at"])
+    run_spec = TapRunSpec.from_json(spec)
+    hook = DatrisHook(operator.datris_conn_id)
+    listener = TaskRunListener(operator.log, context, ui_url=hook.settings.datris_ui_url, tap_name=run_spec.tap_name)
+    with airflow_errors():
+        outcome = ScriptOutcome.from_json(event["outcome"])
+        must_follow, result = report_script(run_spec, outcome, listener)
+    if not must_follow or outcome.publisher_token is None:
+        result.duration_ms = int((time.time() - started_at) * 1000)
+        return _finish(operator, context, result)
+    operator.defer(
+        trigger=DatrisPipelineTrigger(
+            datris_conn_id=operator.datris_conn_id,
+            publisher_token=outcome.publisher_token,
+            expected_tokens=list(outcome.pipeline_tokens),
+            poll_interval=run_spec.poll_interval,
+            no_job_timeout=run_spec.no_job_timeout,
+            max_poll_failures=run_spec.max_poll_failures,
+            deadline_at=_deadline_at(operator, context, run_spec),
+            what=f"The pipeline of tap '{run_spec.tap_name}'",
+            resume={"spec": spec, "started_at": started_at, "result": result.as_dict()},
+        ),
+        method_name="execute_complete",
+    )
+    raise AssertionError("unreachable: defer() raises")
+
+
+def after_pipeline(operator: DatrisRunTapOperator, context: Context, event: dict[str, Any] | None) -> dict[str, Any]:
+    """The pipeline wait has ended: print the events the trigger did not, then judge the outcome."""
+    from datris_provider.client.models import Rollup
+    from datris_provider.core.log_stream import EventCursor
+
+    event = _check_event(event, {"done", "timeout", "error"})
+    resume = event["resume"]
+    started_at = float(resume["started_at"])
+    run_spec = TapRunSpec.from_json(resume["spec"])
+    run_result = TapRunResult.from_json(resume["result"])
+    hook = DatrisHook(operator.datris_conn_id)
+    listener = TaskRunListener(operator.log, context, ui_url=hook.settings.datris_ui_url, tap_name=run_spec.tap_name)
+    follower = PipelineFollower(
+        listener,
+        poll_interval=run_spec.poll_interval,
+        no_job_timeout=run_spec.no_job_timeout,
+        max_poll_failures=run_spec.max_poll_failures,
+        cursor=EventCursor(event.get("cursor")),
+    )
+    if run_result.publisher_token:
+        try:
+            follower.stream(hook.client.get_pipeline_status(run_result.publisher_token).events)
+        except DatrisError as err:
+            listener.warning(f"Could not read the last Datris events: {err}")
+    if event["status"] == "timeout":
+        tokens = list(event.get("unfinished") or [])
+        drive(kill_jobs(tokens, listener, clock=time.monotonic), hook.client, time.sleep)
+        raise AirflowFailException(str(event.get("message", "The Datris wait timed out.")))
+    with airflow_errors():
+        finish_pipeline(run_spec, run_result, Rollup.parse(event["rollup"]), listener)
+    run_result.duration_ms = int((time.time() - started_at) * 1000)
+    return _finish(operator, context, run_result)

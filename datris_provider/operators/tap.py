@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, conf
+
+from datris_provider.links import DatrisPipelineJobLink, DatrisTapRunLink
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -53,11 +55,14 @@ class DatrisRunTapOperator(BaseOperator):
     :param no_job_timeout: seconds the run's publisher token may show no pipeline job before the
         task fails (Datris answers "processing, no jobs" forever for a token it does not know).
     :param max_poll_failures: failed polls in a row tolerated before the task fails.
+    :param deferrable: hand every wait, the blocking run call included, to Airflow's triggerer so
+        no worker slot is held while Datris works (default: ``[operators] default_deferrable``).
     """
 
     template_fields: Sequence[str] = ("tap_name", "tap_params", "datris_conn_id")
     template_fields_renderers = {"tap_params": "json"}
     ui_color = "#dbeafe"
+    operator_extra_links = (DatrisTapRunLink(), DatrisPipelineJobLink())
 
     def __init__(
         self,
@@ -70,6 +75,7 @@ class DatrisRunTapOperator(BaseOperator):
         timeout: float | timedelta | None = DEFAULT_TIMEOUT,
         no_job_timeout: float | timedelta = 300,
         max_poll_failures: int = 5,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -85,12 +91,28 @@ class DatrisRunTapOperator(BaseOperator):
         if isinstance(max_poll_failures, bool) or not isinstance(max_poll_failures, int) or max_poll_failures < 0:
             raise ValueError(f"max_poll_failures must be a whole number, zero or more, not {max_poll_failures!r}.")
         self.max_poll_failures = max_poll_failures
+        self.deferrable = deferrable
         self._tracker: TapRunTracker | None = None
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        from datris_provider.operators._running import run_tap_for_task
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        from datris_provider.operators import _running
 
-        return run_tap_for_task(self, context)
+        if self.deferrable:
+            _running.defer_tap_run(self, context)
+            return None
+        return _running.run_tap_for_task(self, context)
+
+    def execute_after_script(self, context: Context, event: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        """Deferrable mode: the tap script has ended; print its log and defer the pipeline wait."""
+        from datris_provider.operators._running import after_script
+
+        return after_script(self, context, event)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        """Deferrable mode: the pipeline wait has ended; print the last events and judge the run."""
+        from datris_provider.operators._running import after_pipeline
+
+        return after_pipeline(self, context, event)
 
     def on_kill(self) -> None:
         """Ask Datris to kill the run's unfinished pipeline jobs, once and briefly, and stop waiting."""

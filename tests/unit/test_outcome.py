@@ -113,7 +113,7 @@ def test_outcome_rebuilt_from_the_run_log():
             },
         }
     )
-    outcome = ScriptOutcome.from_run_log(row, has_target_pipeline=True)
+    outcome = ScriptOutcome.from_run_log(row, target_pipeline="orders")
     assert (outcome.publisher_token, outcome.pipeline_tokens, outcome.record_count) == ("p", ("j1",), 5)
     failed = RunLogEntry.parse({"tapName": "t", "runTime": "x", "status": "failure", "error": "boom"})
-    assert ScriptOutcome.from_run_log(failed, has_target_pipeline=True).error == "boom"
+    assert ScriptOutcome.from_run_log(failed, target_pipeline="orders").error == "boom"

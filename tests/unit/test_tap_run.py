@@ -27,7 +27,7 @@ class RecordingListener:
     def error(self, message: str) -> None:
         self.lines.append(("error", message))
 
-    def tokens_known(self, publisher_token, pipeline_tokens) -> None:
+    def tokens_known(self, publisher_token, pipeline_tokens, pipeline=None) -> None:
         self.tokens.append((publisher_token, list(pipeline_tokens)))
 
     def text(self) -> str:

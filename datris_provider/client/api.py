@@ -79,10 +79,10 @@ class DatrisClient:
     def get_tap_logs(self, tap_name: str) -> list[RunLogEntry]:
         return RunLogEntry.parse_list(self._get_json("/tap/logs", params={"name": tap_name}))
 
-    def get_pipeline_status(self, publisher_token: str) -> PipelineStatus:
-        return PipelineStatus.parse(
-            self._get_json("/pipeline/status", params={"publishertoken": publisher_token, "withrollup": "true"})
-        )
+    def get_pipeline_status(self, token: str, *, by_pipeline_token: bool = False) -> PipelineStatus:
+        """Jobs and events of a publisher token (every job of a run), or of one pipeline token."""
+        key = "pipelinetoken" if by_pipeline_token else "publishertoken"
+        return PipelineStatus.parse(self._get_json("/pipeline/status", params={key: token, "withrollup": "true"}))
 
     def check_key(self) -> str:
         """Prove the key is accepted, without side effects: ``/mcp/tools``, else ``/taps`` on older servers."""

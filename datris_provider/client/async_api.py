@@ -88,8 +88,8 @@ class AsyncDatrisClient:
     async def get_tap_logs(self, tap_name: str) -> list[RunLogEntry]:
         return RunLogEntry.parse_list(await self._get_json("/tap/logs", params={"name": tap_name}))
 
-    async def get_pipeline_status(self, publisher_token: str) -> PipelineStatus:
-        params = {"publishertoken": publisher_token, "withrollup": "true"}
+    async def get_pipeline_status(self, token: str, *, by_pipeline_token: bool = False) -> PipelineStatus:
+        params = {"pipelinetoken" if by_pipeline_token else "publishertoken": token, "withrollup": "true"}
         return PipelineStatus.parse(await self._get_json("/pipeline/status", params=params))
 
     async def run_tap(self, tap_name: str, params: Mapping[str, Any], *, script_limit_seconds: float) -> TapRunResponse:

@@ -137,8 +137,11 @@ def rollup_is_done(rollup: Rollup, expected_tokens: tuple[str, ...]) -> bool:
     return all(job.finished for job in rollup.jobs) and set(expected_tokens) <= present
 
 
-def judge_rollup(tap_name: str, rollup: Rollup) -> str | None:
-    """Raise for a failed pipeline, return a warning for a warning, ``None`` for a clean success."""
+def judge_rollup(what: str, rollup: Rollup) -> str | None:
+    """Raise for a failed pipeline, return a warning for a warning, ``None`` for a clean success.
+
+    :param what: how messages name the run, e.g. ``tap 'orders'``.
+    """
     failed = [job for job in rollup.jobs if job.status in ("error", "timed_out")]
     if rollup.status == "error" or failed:
         details = "; ".join(
@@ -150,10 +153,10 @@ def judge_rollup(tap_name: str, rollup: Rollup) -> str | None:
             )
             for job in failed
         )
-        raise DatrisRunFailedError(f"The pipeline of tap '{tap_name}' failed: {details or 'no job detail given'}")
+        raise DatrisRunFailedError(f"The pipeline of {what} failed: {details or 'no job detail given'}")
     if rollup.status == "warning":
         warned = ", ".join(f"'{job.pipeline}' ({job.pipeline_token})" for job in rollup.jobs if job.status == "warning")
-        return f"The pipeline of tap '{tap_name}' finished with warnings: {warned}. Check its events above."
+        return f"The pipeline of {what} finished with warnings: {warned}. Check its events above."
     return None
 
 

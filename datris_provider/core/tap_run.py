@@ -317,14 +317,20 @@ class PipelineFollower:
         self.last_rollup: Rollup | None = None
 
     def follow(
-        self, publisher_token: str, expected_tokens: Sequence[str], *, deadline_at: float | None, what: str
+        self,
+        token: str,
+        expected_tokens: Sequence[str],
+        *,
+        deadline_at: float | None,
+        what: str,
+        by_pipeline_token: bool = False,
     ) -> Steps[Rollup]:
         """Poll until every job is terminal; fail on too many failed polls, no jobs, or the deadline."""
         started = self.clock()
         failures = 0
         while True:
             try:
-                status = yield Call("get_pipeline_status", (publisher_token,))
+                status = yield Call("get_pipeline_status", (token,), {"by_pipeline_token": by_pipeline_token})
             except DatrisTransientError as err:
                 failures += 1
                 if failures > self.max_poll_failures:
@@ -343,7 +349,7 @@ class PipelineFollower:
                 waited = self.clock() - started
                 if not status.rollup.jobs and waited > self.no_job_timeout:
                     raise DatrisWaitTimeoutError(
-                        f"Publisher token {publisher_token} showed no pipeline job for {waited:.0f} s "
+                        f"Token {token} showed no pipeline job for {waited:.0f} s "
                         f"(no_job_timeout={self.no_job_timeout:g} s). Datris does not know this token, or its "
                         "status rows were never written; check the Run History in Datris."
                     )
@@ -380,7 +386,7 @@ def finish_pipeline(spec: TapRunSpec, result: TapRunResult, rollup: Rollup, list
     result.pipeline_tokens = [job.pipeline_token for job in rollup.jobs]
     result.pipeline_status = rollup.status
     result.jobs = jobs_summary(rollup)
-    warning = judge_rollup(spec.tap_name, rollup)
+    warning = judge_rollup(f"tap '{spec.tap_name}'", rollup)
     if warning:
         listener.warning(warning)
         result.status = "warning"

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from datris_provider.client.models import Rollup
     from datris_provider.operators.tap import DatrisRunTapOperator
 
 
@@ -161,7 +162,7 @@ def defer_tap_run(operator: DatrisRunTapOperator, context: Context) -> None:
     )
 
 
-def _check_event(event: dict[str, Any] | None, allowed: set[str]) -> dict[str, Any]:
+def check_event(event: dict[str, Any] | None, allowed: set[str]) -> dict[str, Any]:
     """Fail closed on anything but an expected event carrying the task's state."""
     if not isinstance(event, dict) or event.get("status") not in allowed or not isinstance(event.get("resume"), dict):
         raise AirflowFailException(f"The Datris trigger ended with an event the task does not understand: {event!r}.")
@@ -180,7 +181,7 @@ def after_script(operator: DatrisRunTapOperator, context: Context, event: dict[s
     from datris_provider.core.outcome import ScriptOutcome
     from datris_provider.triggers.datris import DatrisPipelineTrigger
 
-    event = _check_event(event, {"script_done", "error"})
+    event = check_event(event, {"script_done", "error"})
     spec, started_at = event["resume"]["spec"], float(event["resume"]["started_at"])
     run_spec = TapRunSpec.from_json(spec)
     hook = DatrisHook(operator.datris_conn_id)
@@ -208,35 +209,51 @@ def after_script(operator: DatrisRunTapOperator, context: Context, event: dict[s
     raise AssertionError("unreachable: defer() raises")
 
 
-def after_pipeline(operator: DatrisRunTapOperator, context: Context, event: dict[str, Any] | None) -> dict[str, Any]:
-    """The pipeline wait has ended: print the events the trigger did not, then judge the outcome."""
+def end_of_deferred_wait(
+    hook: DatrisHook,
+    listener: TaskRunListener | Any,
+    event: dict[str, Any],
+    token: str | None,
+    *,
+    poll_interval: float,
+    by_pipeline_token: bool = False,
+) -> Rollup:
+    """After a pipeline trigger's event: print the events the trigger did not, kill on timeout, and
+    return the terminal rollup (errors are raised as Airflow should see them)."""
     from datris_provider.client.models import Rollup
     from datris_provider.core.log_stream import EventCursor
 
-    event = _check_event(event, {"done", "timeout", "error"})
+    follower = PipelineFollower(
+        listener,
+        poll_interval=poll_interval,
+        no_job_timeout=0,
+        max_poll_failures=0,
+        cursor=EventCursor(event.get("cursor")),
+    )
+    if token:
+        try:
+            follower.stream(hook.client.get_pipeline_status(token, by_pipeline_token=by_pipeline_token).events)
+        except DatrisError as err:
+            listener.warning(f"Could not read the last Datris events: {err}")
+    if event["status"] == "timeout":
+        drive(kill_jobs(list(event.get("unfinished") or []), listener, clock=time.monotonic), hook.client, time.sleep)
+        raise AirflowFailException(str(event.get("message", "The Datris wait timed out.")))
+    with airflow_errors():
+        return Rollup.parse(event["rollup"])
+
+
+def after_pipeline(operator: DatrisRunTapOperator, context: Context, event: dict[str, Any] | None) -> dict[str, Any]:
+    """The pipeline wait has ended: print the events the trigger did not, then judge the outcome."""
+    event = check_event(event, {"done", "timeout", "error"})
     resume = event["resume"]
-    started_at = float(resume["started_at"])
     run_spec = TapRunSpec.from_json(resume["spec"])
     run_result = TapRunResult.from_json(resume["result"])
     hook = DatrisHook(operator.datris_conn_id)
     listener = TaskRunListener(operator.log, context, ui_url=hook.settings.datris_ui_url, tap_name=run_spec.tap_name)
-    follower = PipelineFollower(
-        listener,
-        poll_interval=run_spec.poll_interval,
-        no_job_timeout=run_spec.no_job_timeout,
-        max_poll_failures=run_spec.max_poll_failures,
-        cursor=EventCursor(event.get("cursor")),
+    rollup = end_of_deferred_wait(
+        hook, listener, event, run_result.publisher_token, poll_interval=run_spec.poll_interval
     )
-    if run_result.publisher_token:
-        try:
-            follower.stream(hook.client.get_pipeline_status(run_result.publisher_token).events)
-        except DatrisError as err:
-            listener.warning(f"Could not read the last Datris events: {err}")
-    if event["status"] == "timeout":
-        tokens = list(event.get("unfinished") or [])
-        drive(kill_jobs(tokens, listener, clock=time.monotonic), hook.client, time.sleep)
-        raise AirflowFailException(str(event.get("message", "The Datris wait timed out.")))
     with airflow_errors():
-        finish_pipeline(run_spec, run_result, Rollup.parse(event["rollup"]), listener)
-    run_result.duration_ms = int((time.time() - started_at) * 1000)
+        finish_pipeline(run_spec, run_result, rollup, listener)
+    run_result.duration_ms = int((time.time() - float(resume["started_at"])) * 1000)
     return _finish(operator, context, run_result)

@@ -131,6 +131,7 @@ class DatrisPipelineTrigger(BaseTrigger):
     :param cancel_on_kill: on Airflow >= 3.3, kill unfinished jobs when the deferred task is marked
         failed or cleared.
     :param resume: state the task needs when it resumes, handed back in the event.
+    :param by_pipeline_token: ``publisher_token`` is one job's pipeline token.
     """
 
     def __init__(
@@ -147,10 +148,12 @@ class DatrisPipelineTrigger(BaseTrigger):
         what: str = "The Datris pipeline",
         cancel_on_kill: bool = True,
         resume: dict[str, Any] | None = None,
+        by_pipeline_token: bool = False,
     ) -> None:
         super().__init__()
         self.datris_conn_id = datris_conn_id
         self.publisher_token = publisher_token
+        self.by_pipeline_token = by_pipeline_token
         self.expected_tokens = list(expected_tokens)
         self.poll_interval = poll_interval
         self.no_job_timeout = no_job_timeout
@@ -178,6 +181,7 @@ class DatrisPipelineTrigger(BaseTrigger):
                 "what": self.what,
                 "cancel_on_kill": self.cancel_on_kill,
                 "resume": self.resume,
+                "by_pipeline_token": self.by_pipeline_token,
             },
         )
 
@@ -204,7 +208,11 @@ class DatrisPipelineTrigger(BaseTrigger):
             return
         try:
             steps = follower.follow(
-                self.publisher_token, self.expected_tokens, deadline_at=self.deadline_at, what=self.what
+                self.publisher_token,
+                self.expected_tokens,
+                deadline_at=self.deadline_at,
+                what=self.what,
+                by_pipeline_token=self.by_pipeline_token,
             )
             rollup = await drive_async(steps, self._client)
         except DatrisWaitTimeoutError as err:

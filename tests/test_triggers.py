@@ -1,0 +1,108 @@
+"""The triggers on their own: JSON kwargs that survive Airflow's serialisation, restart safety, events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from datris_provider.core.tap_run import RunPlan, TapRunSpec
+from datris_provider.testing import StandInTap
+from datris_provider.triggers.datris import EVENT_STATUSES, DatrisPipelineTrigger, DatrisTapRunTrigger
+
+
+def _first_event(trigger):
+    async def first():
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    return asyncio.run(first())
+
+
+def _round_trip(trigger):
+    from airflow.sdk.serde import deserialize, serialize
+
+    classpath, kwargs = trigger.serialize()
+    restored_kwargs = deserialize(serialize(kwargs))
+    assert restored_kwargs == kwargs
+    module, _, name = classpath.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)(**restored_kwargs)
+
+
+def _plan(datris, tap_name: str) -> dict:
+    return RunPlan(3600.0, tuple(row["runTime"] for row in datris.run_logs(tap_name)), "orders").to_json()
+
+
+@pytest.fixture
+def tap_trigger(datris):
+    spec = TapRunSpec(tap_name="orders_api_to_postgres", poll_interval=0.02).to_json()
+    return DatrisTapRunTrigger(
+        datris_conn_id="datris_default", spec=spec, plan=_plan(datris, "orders_api_to_postgres"), resume={"k": 1}
+    )
+
+
+def test_tap_run_trigger_survives_serialisation_and_runs(datris, tap_trigger):
+    payload = _first_event(_round_trip(tap_trigger))
+
+    assert payload["status"] == "script_done"
+    assert payload["resume"] == {"k": 1}
+    assert payload["outcome"]["publisher_token"]
+    assert len(datris.calls("POST /tap/run")) == 1
+
+
+def test_restarted_tap_run_trigger_finds_its_run_instead_of_posting_again(datris, tap_trigger):
+    first = _first_event(tap_trigger)
+    # The triggerer restarts the same trigger (same kwargs) after its run call went through.
+    second = _first_event(_round_trip(tap_trigger))
+
+    assert len(datris.calls("POST /tap/run")) == 1
+    assert second["outcome"]["publisher_token"] == first["outcome"]["publisher_token"]
+
+
+def test_pipeline_trigger_hands_back_its_cursor(datris, tap_trigger):
+    token = _first_event(tap_trigger)["outcome"]["publisher_token"]
+    trigger = DatrisPipelineTrigger(datris_conn_id="datris_default", publisher_token=token, poll_interval=0.02)
+
+    payload = _first_event(_round_trip(trigger))
+
+    assert payload["status"] == "done"
+    assert payload["rollup"]["allDone"] is True
+    assert len(payload["cursor"]) == len(datris.events(token))
+
+
+def test_pipeline_trigger_reports_timeout_with_the_unfinished_jobs(datris):
+    datris.add_tap(StandInTap(name="forever", polls_until_end=None))
+    spec = TapRunSpec(tap_name="forever").to_json()
+    outcome = _first_event(DatrisTapRunTrigger(datris_conn_id="datris_default", spec=spec, plan=_plan(datris, "forever")))
+    token = outcome["outcome"]["publisher_token"]
+    trigger = DatrisPipelineTrigger(
+        datris_conn_id="datris_default", publisher_token=token, poll_interval=0.02, deadline_at=0.0
+    )
+
+    payload = _first_event(trigger)
+
+    assert payload["status"] == "timeout"
+    assert payload["unfinished"] == outcome["outcome"]["pipeline_tokens"]
+
+
+def test_errors_become_events_with_a_retry_verdict(datris):
+    spec = TapRunSpec(tap_name="nightly_cron_tap").to_json()
+    # The plan was made before someone added a cron; the trigger itself does not re-check policy,
+    # so use an unknown tap to get a server error instead.
+    spec["tap_name"] = "no_such_tap"
+    payload = _first_event(DatrisTapRunTrigger(datris_conn_id="datris_default", spec=spec, plan=_plan(datris, "x")))
+
+    assert payload["status"] == "error"
+    assert payload["status"] in EVENT_STATUSES
+    assert "Tap: no_such_tap not found" in payload["message"]
+
+
+def test_unknown_or_missing_events_fail_closed():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from datris_provider.operators._running import check_event
+
+    for event in (None, {}, {"status": "cancelled", "resume": {}}, {"status": "done"}):
+        with pytest.raises(AirflowFailException, match="does not understand"):
+            check_event(event, {"done", "timeout", "error"})

@@ -30,6 +30,7 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "triggers": [{"integration-name": "Datris", "python-modules": ["datris_provider.triggers.datris"]}],
         "sensors": [{"integration-name": "Datris", "python-modules": ["datris_provider.sensors.pipeline"]}],
+        "asset-uris": [{"schemes": ["datris"], "handler": "datris_provider.assets.sanitize_uri"}],
         "extra-links": [
             "datris_provider.links.DatrisTapRunLink",
             "datris_provider.links.DatrisPipelineJobLink",

@@ -99,6 +99,12 @@ def _start(operator: DatrisRunTapOperator, context: Context) -> tuple[TapRunSpec
 
 
 def _finish(operator: DatrisRunTapOperator, context: Context, result: TapRunResult) -> dict[str, Any]:
+    from datris_provider.assets import keep_outlets
+
+    kept, notes = keep_outlets(list(operator.outlets), result.status, {job["pipeline"] for job in result.jobs})
+    for note in notes:
+        operator.log.info("%s", note)
+    operator.outlets = kept
     ti = context["ti"]
     ti.xcom_push(key="row_count", value=result.row_count)
     ti.xcom_push(key="duration_ms", value=result.duration_ms)

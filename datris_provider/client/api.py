@@ -16,6 +16,7 @@ import requests
 from datris_provider.client.errors import DatrisApiError, DatrisRunCallInterrupted, DatrisTransientError
 from datris_provider.client.models import (
     KillAnswer,
+    LineageView,
     PipelineStatus,
     RunLogEntry,
     ServerVersion,
@@ -83,6 +84,18 @@ class DatrisClient:
         """Jobs and events of a publisher token (every job of a run), or of one pipeline token."""
         key = "pipelinetoken" if by_pipeline_token else "publishertoken"
         return PipelineStatus.parse(self._get_json("/pipeline/status", params={key: token, "withrollup": "true"}))
+
+    def get_lineage(self, node_type: str, name: str, *, direction: str = "both") -> LineageView | None:
+        """What is upstream and downstream of a node; ``None`` when the server has no lineage for it."""
+        from urllib.parse import quote
+
+        try:
+            data = self._get_json(f"/lineage/{node_type}/{quote(name, safe='')}", params={"direction": direction})
+        except DatrisApiError as err:
+            if err.status_code == 404:
+                return None
+            raise
+        return LineageView.parse(data)
 
     def check_key(self) -> str:
         """Prove the key is accepted, without side effects: ``/mcp/tools``, else ``/taps`` on older servers."""

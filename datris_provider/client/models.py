@@ -368,3 +368,41 @@ class KillAnswer:
     pipeline_token: str
     killed: bool
     detail: str
+
+
+@dataclass(frozen=True)
+class LineageNode:
+    """A node of Datris's lineage graph: ``source``, ``tap``, ``pipeline``, ``dataset`` or ``catalog``."""
+
+    id: str
+    type: str
+    name: str
+
+    @classmethod
+    def parse(cls, data: Any) -> LineageNode:
+        what = "a lineage node"
+        obj = _expect_object(data, what)
+        node_id = _require(obj, "id", str, what)
+        node_type, _, node_name = node_id.partition(":")
+        return cls(id=node_id, type=str(obj.get("type", node_type)), name=str(obj.get("name", node_name)))
+
+
+@dataclass(frozen=True)
+class LineageView:
+    """``GET /lineage/{type}/{name}``: one node with what is upstream and downstream of it."""
+
+    node: LineageNode
+    upstream: tuple[LineageNode, ...]
+    downstream: tuple[LineageNode, ...]
+
+    @classmethod
+    def parse(cls, data: Any) -> LineageView:
+        what = "GET /lineage"
+        obj = _expect_object(data, what)
+        return cls(
+            node=LineageNode.parse(obj.get("node")),
+            upstream=tuple(LineageNode.parse(n) for n in _expect_list(obj.get("upstream", []), f"{what} upstream")),
+            downstream=tuple(
+                LineageNode.parse(n) for n in _expect_list(obj.get("downstream", []), f"{what} downstream")
+            ),
+        )

@@ -105,6 +105,7 @@ def _finish(operator: DatrisRunTapOperator, context: Context, result: TapRunResu
     for note in notes:
         operator.log.info("%s", note)
     operator.outlets = kept
+    operator._result = result.as_dict()
     ti = context["ti"]
     ti.xcom_push(key="row_count", value=result.row_count)
     ti.xcom_push(key="duration_ms", value=result.duration_ms)

@@ -93,6 +93,7 @@ class DatrisRunTapOperator(BaseOperator):
         self.max_poll_failures = max_poll_failures
         self.deferrable = deferrable
         self._tracker: TapRunTracker | None = None
+        self._result: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         from datris_provider.operators import _running
@@ -113,6 +114,13 @@ class DatrisRunTapOperator(BaseOperator):
         from datris_provider.operators._running import after_pipeline
 
         return after_pipeline(self, context, event)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the tap's sources and datasets from Datris's lineage API, and the run's facets."""
+        from datris_provider.hooks.datris import DatrisHook
+        from datris_provider.lineage import operator_lineage
+
+        return operator_lineage(DatrisHook(self.datris_conn_id), "tap", self.tap_name, self._result, self.log)
 
     def on_kill(self) -> None:
         """Ask Datris to kill the run's unfinished pipeline jobs, once and briefly, and stop waiting."""

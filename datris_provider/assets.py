@@ -71,9 +71,7 @@ def keep_outlets(outlets: list[Any], status: str, landed_pipelines: set[str]) ->
         elif status not in LANDED_STATUSES:
             notes.append(f"No asset event for {outlet.uri}: the run ended '{status}', so no data landed.")
         elif landed_pipelines and pipeline not in landed_pipelines:
-            notes.append(
-                f"No asset event for {outlet.uri}: this run fed {sorted(landed_pipelines)}, not '{pipeline}'."
-            )
+            notes.append(f"No asset event for {outlet.uri}: this run fed {sorted(landed_pipelines)}, not '{pipeline}'.")
         else:
             kept.append(outlet)
     return kept, notes

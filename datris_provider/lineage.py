@@ -42,7 +42,7 @@ def _run_facet_class() -> Any:
     from airflow.providers.common.compat.openlineage.facet import RunFacet
 
     @attrs.define
-    class DatrisRunFacet(RunFacet):  # type: ignore[misc]
+    class DatrisRunFacet(RunFacet):
         """What Datris reported about the run."""
 
         publisherToken: str | None = None

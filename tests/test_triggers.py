@@ -74,7 +74,9 @@ def test_pipeline_trigger_hands_back_its_cursor(datris, tap_trigger):
 def test_pipeline_trigger_reports_timeout_with_the_unfinished_jobs(datris):
     datris.add_tap(StandInTap(name="forever", polls_until_end=None))
     spec = TapRunSpec(tap_name="forever").to_json()
-    outcome = _first_event(DatrisTapRunTrigger(datris_conn_id="datris_default", spec=spec, plan=_plan(datris, "forever")))
+    outcome = _first_event(
+        DatrisTapRunTrigger(datris_conn_id="datris_default", spec=spec, plan=_plan(datris, "forever"))
+    )
     token = outcome["outcome"]["publisher_token"]
     trigger = DatrisPipelineTrigger(
         datris_conn_id="datris_default", publisher_token=token, poll_interval=0.02, deadline_at=0.0

@@ -24,7 +24,12 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "Datris", "python-modules": ["datris_provider.hooks.datris"]}],
-        "operators": [{"integration-name": "Datris", "python-modules": ["datris_provider.operators.tap"]}],
+        "operators": [
+            {
+                "integration-name": "Datris",
+                "python-modules": ["datris_provider.operators.tap", "datris_provider.operators.upload"],
+            }
+        ],
         "task-decorators": [
             {"name": "datris_tap", "class-name": "datris_provider.decorators.datris_tap.datris_tap_task"}
         ],

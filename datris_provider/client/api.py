@@ -133,6 +133,30 @@ class DatrisClient:
             ) from None
         return TapRunResponse.parse(self._reader.run_answer(response.status_code, response.content, route))
 
+    def upload_file(self, path: str, pipeline: str, *, filename: str, publisher_token: str, read_timeout: float) -> str:
+        """``POST /pipeline/upload``: stream the file as multipart and return the plain-text answer.
+
+        Not repeated: the caller chose the publisher token, so a cut call is followed by that token.
+        """
+        from datris_provider.client.multipart import MultipartFile
+
+        route = "POST /api/v1/pipeline/upload"
+        body = MultipartFile({"pipeline": pipeline, "publishertoken": publisher_token}, "file", path, filename)
+        try:
+            response = self._session.post(
+                self.settings.api_url + "/pipeline/upload",
+                data=body,
+                headers={"Content-Type": body.content_type, "Content-Length": str(len(body))},
+                timeout=(self.settings.timeout, read_timeout),
+            )
+        except requests.exceptions.RequestException as err:
+            raise DatrisRunCallInterrupted(
+                f"{route} was cut before Datris answered ({type(err).__name__}).", route=route
+            ) from None
+        if response.status_code != 200:
+            self._reader.json(response.status_code, response.content, route)
+        return response.content.decode("utf-8", "replace")
+
     def kill_job(self, pipeline_token: str, *, timeout: float) -> KillAnswer:
         """``POST /job/kill`` for one job, once and briefly. "Not running" answers are normal."""
         route = "POST /api/v1/job/kill"

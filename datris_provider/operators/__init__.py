@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from datris_provider.operators.tap import DatrisRunTapOperator
+from datris_provider.operators.upload import DatrisUploadFileOperator
 
-__all__ = ["DatrisRunTapOperator"]
+__all__ = ["DatrisRunTapOperator", "DatrisUploadFileOperator"]

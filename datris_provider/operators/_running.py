@@ -38,14 +38,11 @@ if TYPE_CHECKING:
     from datris_provider.operators.tap import DatrisRunTapOperator
 
 
-class TaskRunListener:
-    """Sends the core's progress to the task log, and the tokens and links to XCom as soon as known."""
+class LogListener:
+    """Sends the core's progress to a task's log."""
 
-    def __init__(self, log: logging.Logger | Any, context: Context, *, ui_url: str, tap_name: str) -> None:
+    def __init__(self, log: logging.Logger | Any) -> None:
         self._log = log
-        self._ti = context["ti"]
-        self._ui_url = ui_url
-        self._tap_name = tap_name
 
     def info(self, message: str) -> None:
         self._log.info("%s", message)
@@ -57,11 +54,24 @@ class TaskRunListener:
         self._log.error("%s", message)
 
     def tokens_known(self, publisher_token: str | None, pipeline_tokens: Sequence[str], pipeline: str | None) -> None:
+        self._log.info("Datris publisher token %s, pipeline jobs %s.", publisher_token, ", ".join(pipeline_tokens))
+
+
+class TaskRunListener(LogListener):
+    """Also pushes the tokens and the job link to XCom as soon as they are known."""
+
+    def __init__(self, log: logging.Logger | Any, context: Context, *, ui_url: str, tap_name: str) -> None:
+        super().__init__(log)
+        self._ti = context["ti"]
+        self._ui_url = ui_url
+        self._tap_name = tap_name
+
+    def tokens_known(self, publisher_token: str | None, pipeline_tokens: Sequence[str], pipeline: str | None) -> None:
         self._ti.xcom_push(key="publisher_token", value=publisher_token)
         self._ti.xcom_push(key="pipeline_tokens", value=list(pipeline_tokens))
         if pipeline_tokens and pipeline:
             self._ti.xcom_push(key=JOB_URL_KEY, value=job_url(self._ui_url, pipeline_tokens[0], pipeline))
-        self._log.info("Datris publisher token %s, pipeline jobs %s.", publisher_token, ", ".join(pipeline_tokens))
+        super().tokens_known(publisher_token, pipeline_tokens, pipeline)
 
 
 @contextmanager

@@ -11,8 +11,9 @@ pytestmark = pytest.mark.dag
 def fast_polls(datris_dag_runner, monkeypatch):
     def speed_up(dag_id: str) -> None:
         for task in datris_dag_runner.get_dag(dag_id).tasks:
-            if hasattr(task, "poll_interval"):
-                monkeypatch.setattr(task, "poll_interval", 0.05)
+            for attribute in ("poll_interval", "poke_interval"):
+                if hasattr(task, attribute):
+                    monkeypatch.setattr(task, attribute, 0.05)
 
     return speed_up
 
@@ -43,3 +44,27 @@ def test_backfill_example_sends_each_runs_window(datris, datris_dag_runner, fast
         {"since": "2026-05-01", "until": "2026-05-02"},
         {"since": "2026-05-02", "until": "2026-05-03"},
     ]
+
+
+def test_deferrable_example(datris, datris_dag_runner, fast_polls):
+    fast_polls("datris_deferrable_tap")
+    outcome = datris_dag_runner.run("datris_deferrable_tap")
+
+    assert outcome.state == "success"
+    assert outcome.xcom("ingest_orders")["row_count"] == 42
+
+
+def test_sensor_example(datris, datris_dag_runner, fast_polls):
+    fast_polls("datris_pipeline_sensor")
+    outcome = datris_dag_runner.run("datris_pipeline_sensor")
+
+    assert outcome.state == "success"
+    assert outcome.xcom("wait_for_orders")["pipeline_status"] == "success"
+
+
+def test_asset_example_producer(datris, datris_dag_runner, fast_polls):
+    datris_dag_runner.run("datris_orders_report")
+    fast_polls("datris_orders_ingest")
+    outcome = datris_dag_runner.run("datris_orders_ingest")
+
+    assert outcome.state == "success"

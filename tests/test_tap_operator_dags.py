@@ -223,3 +223,10 @@ def test_execution_timeout_kills_the_running_job(datris, datris_dag_runner):
     token = outcome.xcom("run_tap", "pipeline_tokens")[0]
     assert datris.kills == [token]
     assert len(datris.calls("POST /job/kill")) == 1
+
+
+def test_disabled_tap_with_a_cron_may_be_driven_by_airflow(datris, datris_dag_runner):
+    outcome = datris_dag_runner.run("tap_disabled_cron")
+
+    assert outcome.state == "success"
+    assert len(datris.calls("POST /tap/run")) == 1

@@ -75,3 +75,6 @@ tap_execution_timeout = tap_dag(
 
 # Retries are on, to show that an authorisation problem fails at once instead of retrying.
 tap_auth = tap_dag("tap_auth", "orders_api_to_postgres", retries=1, retry_delay=timedelta(0))
+
+# A disabled tap keeps its cron, but Datris does not fire it: Airflow may drive it.
+tap_disabled_cron = tap_dag("tap_disabled_cron", "disabled_cron_tap")

@@ -71,7 +71,7 @@ def backoff_seconds(policy: RetryPolicy, attempt: int, retry_after: float | None
     """Exponential backoff with full jitter; a server's ``Retry-After`` wins, within ``max_delay``."""
     if retry_after is not None:
         return min(retry_after, policy.max_delay)
-    ceiling = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
+    ceiling: float = min(policy.max_delay, policy.base_delay * 2.0 ** (attempt - 1))
     return ceiling * jitter
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from datris_provider.client.errors import DatrisError
 
@@ -55,7 +55,7 @@ def drive(steps: Steps[T], client: Any, sleep: Callable[[float], None]) -> T:
                 error = err
             command = steps.throw(error) if error is not None else steps.send(reply)
     except StopIteration as finished:
-        return finished.value
+        return cast("T", finished.value)
 
 
 async def drive_async(steps: Steps[T], client: Any) -> T:
@@ -75,4 +75,4 @@ async def drive_async(steps: Steps[T], client: Any) -> T:
                 error = err
             command = steps.throw(error) if error is not None else steps.send(reply)
     except StopIteration as finished:
-        return finished.value
+        return cast("T", finished.value)

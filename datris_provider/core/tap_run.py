@@ -35,7 +35,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from datris_provider.client.api import DatrisClient
-    from datris_provider.client.models import KillAnswer, PipelineEvent, Rollup, RunLogEntry, TapConfig
+    from datris_provider.client.models import (
+        KillAnswer,
+        PipelineEvent,
+        PipelineStatus,
+        Rollup,
+        RunLogEntry,
+        TapConfig,
+    )
 
 # Checks of an idle tap before concluding that a cut run call never reached Datris.
 IDLE_CHECKS_BEFORE_NOT_FOUND = 3
@@ -330,7 +337,9 @@ class PipelineFollower:
         failures = 0
         while True:
             try:
-                status = yield Call("get_pipeline_status", (token,), {"by_pipeline_token": by_pipeline_token})
+                status: PipelineStatus = yield Call(
+                    "get_pipeline_status", (token,), {"by_pipeline_token": by_pipeline_token}
+                )
             except DatrisTransientError as err:
                 failures += 1
                 if failures > self.max_poll_failures:

@@ -69,7 +69,7 @@ class _DatrisTapDecoratedOperator(DecoratedOperator, DatrisRunTapOperator):
         op_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if is_async_callable(python_callable):
+        if is_async_callable(python_callable):  # type: ignore[no-untyped-call]
             name = getattr(python_callable, "__name__", repr(python_callable))
             raise TypeError(
                 f"@task.datris_tap cannot decorate the async function {name}(): it must be a plain "

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from datris_provider.client.errors import DatrisError, DatrisRunFailedError, DatrisTransientError
+from datris_provider.core.listeners import LogListener
 from datris_provider.core.params import validate_tap_params
 from datris_provider.core.steps import drive
 from datris_provider.core.tap_run import (
@@ -36,25 +37,6 @@ if TYPE_CHECKING:
 
     from datris_provider.client.models import Rollup
     from datris_provider.operators.tap import DatrisRunTapOperator
-
-
-class LogListener:
-    """Sends the core's progress to a task's log."""
-
-    def __init__(self, log: logging.Logger | Any) -> None:
-        self._log = log
-
-    def info(self, message: str) -> None:
-        self._log.info("%s", message)
-
-    def warning(self, message: str) -> None:
-        self._log.warning("%s", message)
-
-    def error(self, message: str) -> None:
-        self._log.error("%s", message)
-
-    def tokens_known(self, publisher_token: str | None, pipeline_tokens: Sequence[str], pipeline: str | None) -> None:
-        self._log.info("Datris publisher token %s, pipeline jobs %s.", publisher_token, ", ".join(pipeline_tokens))
 
 
 class TaskRunListener(LogListener):

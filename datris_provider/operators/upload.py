@@ -142,7 +142,7 @@ class DatrisUploadFileOperator(BaseOperator):
         return token
 
     def _listener(self, context: Context | None = None) -> Any:
-        from datris_provider.operators._running import LogListener
+        from datris_provider.core.listeners import LogListener
 
         return LogListener(self.log)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from datris_provider.client.errors import DatrisError, DatrisWaitTimeoutError
+from datris_provider.core.listeners import LogListener
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -29,25 +30,6 @@ DONE = "done"
 TIMEOUT = "timeout"
 ERROR = "error"
 EVENT_STATUSES = frozenset({SCRIPT_DONE, DONE, TIMEOUT, ERROR})
-
-
-class TriggerLogListener:
-    """Sends the core's progress to the trigger's log (shown with the task log)."""
-
-    def __init__(self, trigger: BaseTrigger) -> None:
-        self._log = trigger.log
-
-    def info(self, message: str) -> None:
-        self._log.info("%s", message)
-
-    def warning(self, message: str) -> None:
-        self._log.warning("%s", message)
-
-    def error(self, message: str) -> None:
-        self._log.error("%s", message)
-
-    def tokens_known(self, publisher_token: str | None, pipeline_tokens: Sequence[str], pipeline: str | None) -> None:
-        self._log.info("Datris publisher token %s.", publisher_token)
 
 
 def _event(payload: dict[str, Any]) -> TriggerEvent:
@@ -103,7 +85,7 @@ class DatrisTapRunTrigger(BaseTrigger):
         from datris_provider.core.steps import drive_async
         from datris_provider.core.tap_run import RunPlan, TapRunSpec, start_run
 
-        listener = TriggerLogListener(self)
+        listener = LogListener(self.log)
         spec = TapRunSpec.from_json(self.spec)
         try:
             client = await _client(self.datris_conn_id)
@@ -195,7 +177,7 @@ class DatrisPipelineTrigger(BaseTrigger):
         from datris_provider.core.tap_run import PipelineFollower
 
         follower = PipelineFollower(
-            TriggerLogListener(self),
+            LogListener(self.log),
             poll_interval=self.poll_interval,
             no_job_timeout=self.no_job_timeout,
             max_poll_failures=self.max_poll_failures,
@@ -247,6 +229,6 @@ class DatrisPipelineTrigger(BaseTrigger):
         tokens = self._follower.unfinished_tokens(self.expected_tokens) if self._follower else self.expected_tokens
         client = await _client(self.datris_conn_id)
         try:
-            await drive_async(kill_jobs(tokens, TriggerLogListener(self), clock=time.monotonic, budget=20.0), client)
+            await drive_async(kill_jobs(tokens, LogListener(self.log), clock=time.monotonic, budget=20.0), client)
         finally:
             await client.aclose()

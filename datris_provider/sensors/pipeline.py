@@ -69,7 +69,7 @@ class DatrisPipelineSensor(BaseSensorOperator):
     def _listener(self, context: Context) -> Any:
         from datris_provider.operators._running import TaskRunListener
 
-        return TaskRunListener(self.log, context, ui_url="", tap_name="")
+        return TaskRunListener(self.log, context, ui_url="")
 
     def _follower_for(self, context: Context) -> PipelineFollower:
         from datris_provider.core.tap_run import PipelineFollower

@@ -76,7 +76,8 @@ def test_deferred_retry_follows_the_previous_run(datris, datris_dag_runner, monk
     monkeypatch.setenv(
         "AIRFLOW_CONN_DATRIS_DEFAULT", f'{{"conn_type": "datris", "host": "{datris.url}", "extra": {{"retries": 0}}}}'
     )
-    datris.fail("GET /pipeline/status", 503, times=2)
+    # One failed read before deferring, then two in a row in the trigger: more than max_poll_failures=1.
+    datris.fail("GET /pipeline/status", 503, times=3)
 
     outcome = datris_dag_runner.run("deferred_with_retries")
 

@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from datris_provider.client.errors import DatrisError, DatrisRunFailedError, DatrisTransientError
 from datris_provider.core.listeners import LogListener
+from datris_provider.core.outcome import rollup_is_done
 from datris_provider.core.params import validate_tap_params
 from datris_provider.core.steps import drive
 from datris_provider.core.tap_run import (
@@ -190,6 +191,24 @@ def after_script(operator: DatrisRunTapOperator, context: Context, event: dict[s
     if not must_follow or outcome.publisher_token is None:
         result.duration_ms = int((time.time() - started_at) * 1000)
         return _finish(operator, context, result)
+    # A pipeline already finished is completed here, without a second deferral.
+    follower = PipelineFollower(
+        listener,
+        poll_interval=run_spec.poll_interval,
+        no_job_timeout=run_spec.no_job_timeout,
+        max_poll_failures=run_spec.max_poll_failures,
+    )
+    with airflow_errors():
+        try:
+            status = hook.client.get_pipeline_status(outcome.publisher_token)
+        except DatrisTransientError as err:
+            listener.warning(f"Could not read the pipeline yet, the trigger will: {err}")
+        else:
+            follower.stream(status.events)
+            if rollup_is_done(status.rollup, outcome.pipeline_tokens):
+                finish_pipeline(run_spec, result, status.rollup, listener)
+                result.duration_ms = int((time.time() - started_at) * 1000)
+                return _finish(operator, context, result)
     operator.defer(
         trigger=DatrisPipelineTrigger(
             datris_conn_id=operator.datris_conn_id,
@@ -200,6 +219,7 @@ def after_script(operator: DatrisRunTapOperator, context: Context, event: dict[s
             max_poll_failures=run_spec.max_poll_failures,
             deadline_at=_deadline_at(operator, context, run_spec),
             what=f"The pipeline of tap '{run_spec.tap_name}'",
+            cursor=follower.cursor.to_json(),
             resume={"spec": spec, "started_at": started_at, "result": result.as_dict()},
         ),
         method_name="execute_complete",

@@ -48,6 +48,7 @@ __all__ = [
     "SOAK_ROUTES",
     "STATUS_ROUTE",
     "TRY_END_MARKER",
+    "VIOLATION_KINDS",
     "Fault",
     "FaultBudget",
     "FaultPlan",
@@ -73,7 +74,7 @@ TRY_END_MARKER = "new_state=up_for_retry"
 # Faults whose calls reach the real handler: the request "reached the server".
 _HANDLED_FAULTS = frozenset({None, "delay", "proxy_timeout"})
 
-VIOLATION_KINDS = ("wrong_state", "double_fire", "no_run", "lost_line", "duplicated_line", "key_leak")
+VIOLATION_KINDS = ("wrong_state", "wrong_tries", "double_fire", "no_run", "lost_line", "duplicated_line", "key_leak")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,14 +278,15 @@ def _run_never_started(rng: random.Random) -> Fault:
 # --------------------------------------------------------------------------------------------------
 
 
-def story_tap(name: str = "fault_tap", *, lines: int = 6, polls_until_end: int = 4, **fields: Any) -> StandInTap:
+def story_tap(name: str = "fault_tap", *, lines: int = 6, polls_until_end: int | None = 4, **fields: Any) -> StandInTap:
     """A tap whose script prints ``lines`` distinct lines and whose job takes ``polls_until_end`` polls.
 
     Every line and every pipeline event is different, so a line printed twice or not at all shows.
 
     :param name: the tap name.
     :param lines: how many script log lines.
-    :param polls_until_end: status polls before the job ends (more than 2 spreads its events over polls).
+    :param polls_until_end: status polls before the job ends (more than 2 spreads its events over
+        polls; ``None``: it never ends by itself, for kill tests).
     :param fields: any other :class:`~datris_provider.testing.server.StandInTap` field.
     """
     from datris_provider.testing.server import StandInTap
@@ -294,8 +296,7 @@ def story_tap(name: str = "fault_tap", *, lines: int = 6, polls_until_end: int =
         for index in range(1, lines + 1)
     ]
     values: dict[str, Any] = {"target_pipeline": "orders", "records": 3, "logs": logs, **fields}
-    values.setdefault("polls_until_end", polls_until_end)
-    return StandInTap(name=name, **values)
+    return StandInTap(name=name, polls_until_end=polls_until_end, **values)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -308,7 +309,8 @@ class Violation:
     """One broken promise found by :func:`check_run`.
 
     :param kind: one of ``wrong_state``, ``double_fire``, ``no_run``, ``lost_line``,
-        ``duplicated_line``, ``key_leak``.
+        ``duplicated_line``, ``key_leak``, and ``wrong_tries`` (from :func:`run_soak`: the task
+        was retried more or less often than the fault plan allows).
     :param detail: what was found, in words.
     :param count: how many (lines, extra runs, places) it stands for.
     """
@@ -373,7 +375,7 @@ def count_lines(text: str, needles: Iterable[str]) -> Counter[str]:
 
     A log line counts for a needle when the needle starts at a ``[`` and ends the line or is
     followed by `` [`` (structlog's ``[logger]``) after optional padding, so ``line 1`` is not
-    counted for ``line 10``. Each log line counts for at most one needle (the longest).
+    counted for ``line 10``. Each log line counts for at most one needle: the leftmost, longest match.
     """
     wanted = {needle.rstrip() for needle in needles}
     counts: Counter[str] = Counter()
@@ -418,9 +420,9 @@ def _outcome_parts(outcome: Any) -> tuple[str, str | None, Any]:
 def check_run(
     stand_in: StandInDatris,
     outcome: Any,
-    *,
     api_key: str | None = None,
     expected_state: str | None = "success",
+    *,
     tap_name: str | None = None,
     expected_runs: int | None = 1,
     check_lines: bool | None = None,
@@ -557,15 +559,17 @@ class SoakSummary:
     duplicated_lines: int = 0
     key_leaks: int = 0
     wrong_outcomes: int = 0
-    retried_runs: int = 0
+    airflow_retries: int = 0
     problems: list[str] = field(default_factory=list)
 
-    def add(self, label: str, plan: FaultPlan, faults_hit: int, violations: Sequence[Violation]) -> None:
-        """Count one run: the faults it hit and what :func:`check_run` found."""
+    def add(
+        self, label: str, plan: FaultPlan, faults_hit: int, violations: Sequence[Violation], *, tries: int = 1
+    ) -> None:
+        """Count one run: the faults it hit, its Airflow tries and what :func:`check_run` found."""
         self.runs += 1
         self.faults += faults_hit
         self.planned_faults += plan.injected
-        self.retried_runs += 1 if plan.attempts_used else 0
+        self.airflow_retries += max(0, tries - 1)
         for violation in violations:
             if violation.kind == "double_fire":
                 self.double_fires += violation.count
@@ -589,7 +593,7 @@ class SoakSummary:
         return (
             f"soak: runs={self.runs} faults={self.faults} double_fires={self.double_fires} "
             f"lost_lines={self.lost_lines} duplicated_lines={self.duplicated_lines} key_leaks={self.key_leaks} "
-            f"wrong_outcomes={self.wrong_outcomes} retried_runs={self.retried_runs}"
+            f"wrong_outcomes={self.wrong_outcomes} airflow_retries={self.airflow_retries}"
         )
 
 
@@ -637,12 +641,15 @@ def run_soak(
         stand_in.wait_until_idle()
         faults_hit = sum(1 for request in stand_in.requests if request.fault)
         violations = check_run(stand_in, outcome, api_key=api_key, tap_name=tap_name, expected_state="success")
+        tries = max((getattr(outcome, "try_numbers", None) or {"": plan.attempts_used + 1}).values())
+        if tries != plan.attempts_used + 1:
+            # Each fault that uses up a try must cost exactly one Airflow retry, and nothing else may.
+            violations.append(
+                Violation("wrong_tries", f"the task ran {tries} tries; the plan uses up {plan.attempts_used}")
+            )
         label = f"run {index} {dag_id} seed={run_seed} [{plan.describe()}]"
-        summary.add(label, plan, faults_hit, violations)
+        summary.add(label, plan, faults_hit, violations, tries=tries)
         if report is not None:
             verdict = "ok" if not violations else "; ".join(str(v) for v in violations)
-            tries = getattr(outcome, "try_numbers", {}) or {}
-            report(
-                f"{label}: {seconds:.1f} s, tries {max(tries.values(), default=0)}, faults hit {faults_hit}, {verdict}"
-            )
+            report(f"{label}: {seconds:.1f} s, tries {tries}, faults hit {faults_hit}, {verdict}")
     return summary

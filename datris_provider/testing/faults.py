@@ -159,7 +159,9 @@ class FaultPlan:
 
     :param faults: the faults, applied in order.
     :param seed: the seed it was drawn from, if any (for reproducing a soak run).
-    :param attempts_used: how many Airflow attempts the plan is built to use up (0 for a clean first try).
+    :param attempts_used: how many Airflow attempts the plan is built to use up, at most (0: the first
+        try must succeed). Exactly this many when each poll and each run call makes one client call;
+        code that absorbs part of a burst (an extra poll before deferring) may need fewer.
     """
 
     faults: tuple[Fault, ...] = ()
@@ -310,7 +312,7 @@ class Violation:
 
     :param kind: one of ``wrong_state``, ``double_fire``, ``no_run``, ``lost_line``,
         ``duplicated_line``, ``key_leak``, and ``wrong_tries`` (from :func:`run_soak`: the task
-        was retried more or less often than the fault plan allows).
+        was retried more often than the fault plan explains).
     :param detail: what was found, in words.
     :param count: how many (lines, extra runs, places) it stands for.
     """
@@ -642,10 +644,11 @@ def run_soak(
         faults_hit = sum(1 for request in stand_in.requests if request.fault)
         violations = check_run(stand_in, outcome, api_key=api_key, tap_name=tap_name, expected_state="success")
         tries = max((getattr(outcome, "try_numbers", None) or {"": plan.attempts_used + 1}).values())
-        if tries != plan.attempts_used + 1:
-            # Each fault that uses up a try must cost exactly one Airflow retry, and nothing else may.
+        if tries > plan.attempts_used + 1:
+            # Only a fault built to use up a try may cost an Airflow retry. (Code that absorbs more, e.g.
+            # with an extra poll before deferring, may need fewer.)
             violations.append(
-                Violation("wrong_tries", f"the task ran {tries} tries; the plan uses up {plan.attempts_used}")
+                Violation("wrong_tries", f"the task ran {tries} tries; the faults use up at most {plan.attempts_used}")
             )
         label = f"run {index} {dag_id} seed={run_seed} [{plan.describe()}]"
         summary.add(label, plan, faults_hit, violations, tries=tries)

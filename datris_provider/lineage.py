@@ -64,20 +64,23 @@ def operator_lineage(hook: DatrisHook, node_type: str, name: str, result: dict[s
 
     from datris_provider.client.errors import DatrisError
 
+    if not result:
+        # Nothing ran (the task failed before or during its run): nothing to describe, nothing to ask.
+        return OperatorLineage()
     try:
         view = hook.client.get_lineage(node_type, name)
     except DatrisError as err:
         log.info("Datris lineage for %s '%s' is unavailable: %s", node_type, name, err)
         view = None
     inputs, outputs = lineage_datasets(view)
-    run_facets = {}
-    if result:
-        run_facets["datris"] = _run_facet_class()(
+    run_facets = {
+        "datris": _run_facet_class()(
             publisher=result.get("publisher_token"),
             pipelineJobs=list(result.get("pipeline_tokens") or []),
             recordCount=int(result.get("row_count") or 0),
             status=str(result.get("status", "")),
         )
+    }
     return OperatorLineage(
         inputs=[Dataset(namespace=ns, name=n) for ns, n in inputs],
         outputs=[Dataset(namespace=ns, name=n) for ns, n in outputs],

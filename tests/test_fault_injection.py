@@ -234,22 +234,13 @@ def test_poll_failures_beyond_max_poll_failures_retry_and_attach_to_the_run(datr
     assert outcome.try_numbers["run_tap"] == 2
     assert len(datris.calls(RUN_ROUTE)) == 1
     assert "Gave up polling Datris after 3 failed polls in a row" in outcome.log
-    assert "following it instead of starting another" in outcome.log
+    assert "instead of starting another" in outcome.log
     # The first try printed what it saw before giving up; the retry printed the whole story again.
     started = "[orders] JobRunner begin: Process started"
     assert [count_lines(text, [started])[started] for text in split_attempts(outcome.log)] == [1, 1]
     assert_clean(datris, outcome)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Provider gap: on a retry, plan_run() attaches to the previous run only while its pipeline is still "
-        "processing; when the pipeline ended while the first try's polls were failing, the retry posts "
-        "/tap/run again (debounced here, a second run on a real server after 5 s) and the run's events "
-        "are never shown."
-    ),
-)
 def test_retry_after_the_pipeline_ended_unseen_does_not_post_again(datris, datris_dag_runner, monkeypatch):
     # Every poll times out at the client, but the server still handles it, so the job ends meanwhile.
     extra = {"retries": 0, "retry_delay": 0.01, "timeout": BUDGET.request_timeout}
@@ -288,7 +279,10 @@ def test_kill_faults_during_a_timeout_still_fail_the_task_cleanly(datris, datris
     assert datris.calls("POST /job/kill"), "the provider must at least ask Datris to kill the job"
     token = outcome.xcom("run_tap", "pipeline_tokens")[0]
     if datris.kills != [token]:
-        assert f"Datris did not kill pipeline job {token}" in outcome.log
+        assert (
+            f"Datris did not kill pipeline job {token}" in outcome.log
+            or f"Could not reach Datris to kill pipeline job {token}" in outcome.log
+        )
     assert_clean(datris, outcome, tap_name=ENDLESS_TAP, expected_state="failed")
 
 

@@ -50,3 +50,11 @@ def test_sensor_needs_exactly_one_token():
         DatrisPipelineSensor(task_id="s")
     with pytest.raises(ValueError, match="exactly one"):
         DatrisPipelineSensor(task_id="s", publisher_token="a", pipeline_token="b")
+
+
+def test_sensor_timeout_fails_without_killing_jobs_it_does_not_own(datris, datris_dag_runner):
+    outcome = datris_dag_runner.run("sensor_deferred_timeout")
+
+    assert outcome.task_states["wait_for_pipeline"] == "failed"
+    assert "did not finish in time" in outcome.log
+    assert datris.calls("POST /job/kill") == []

@@ -28,7 +28,6 @@ from datris_provider.client.responses import (
     RUN_CALL_MARGIN_SECONDS,
     AnswerReader,
     backoff_seconds,
-    first_line_of_error,
     retry_after_seconds,
 )
 from datris_provider.client.settings import USER_AGENT, ClientSettings
@@ -158,19 +157,30 @@ class DatrisClient:
         return response.content.decode("utf-8", "replace")
 
     def kill_job(self, pipeline_token: str, *, timeout: float) -> KillAnswer:
-        """``POST /job/kill`` for one job, once and briefly. "Not running" answers are normal."""
+        """``POST /job/kill`` for one job, repeated only while Datris cannot be reached, within ``timeout``.
+
+        "Job is not running" answers are normal (the job ended, or never started).
+        """
         route = "POST /api/v1/job/kill"
-        try:
-            response = self._session.post(
-                self.settings.api_url + "/job/kill", json={"pipelineToken": pipeline_token}, timeout=timeout
-            )
-        except requests.exceptions.RequestException as err:
-            return KillAnswer(pipeline_token, False, f"no answer ({type(err).__name__})")
-        if response.status_code == 200:
-            return KillAnswer(pipeline_token, True, "cancelled")
-        if response.status_code in (401, 403):
-            raise self._reader.auth_error(response.status_code, response.content, route)
-        return KillAnswer(pipeline_token, False, first_line_of_error(response.content)[0])
+        ends_at = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after = None
+            left = max(ends_at - time.monotonic(), 0.05)
+            try:
+                response = self._session.post(
+                    self.settings.api_url + "/job/kill", json={"pipelineToken": pipeline_token}, timeout=left
+                )
+            except requests.exceptions.RequestException as err:
+                answer = KillAnswer(pipeline_token, False, f"no answer ({type(err).__name__})", answered=False)
+            else:
+                answer = self._reader.kill_answer(pipeline_token, response.status_code, response.content, route)
+                retry_after = retry_after_seconds(response.headers)
+            pause = backoff_seconds(self.settings.retry, attempt, retry_after, self._jitter())
+            if answer.answered or time.monotonic() + pause >= ends_at:
+                return answer
+            self._sleep(pause)
 
     # -- plumbing ----------------------------------------------------------------------------
 

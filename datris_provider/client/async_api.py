@@ -28,7 +28,6 @@ from datris_provider.client.responses import (
     RUN_CALL_MARGIN_SECONDS,
     AnswerReader,
     backoff_seconds,
-    first_line_of_error,
     retry_after_seconds,
 )
 from datris_provider.client.settings import USER_AGENT
@@ -111,16 +110,26 @@ class AsyncDatrisClient:
         return TapRunResponse.parse(self._reader.run_answer(response.status_code, response.content, route))
 
     async def kill_job(self, pipeline_token: str, *, timeout: float) -> KillAnswer:
+        """``POST /job/kill``, repeated only while Datris cannot be reached, within ``timeout``."""
         route = "POST /api/v1/job/kill"
-        try:
-            response = await self._http.post("/job/kill", json={"pipelineToken": pipeline_token}, timeout=timeout)
-        except httpx.HTTPError as err:
-            return KillAnswer(pipeline_token, False, f"no answer ({type(err).__name__})")
-        if response.status_code == 200:
-            return KillAnswer(pipeline_token, True, "cancelled")
-        if response.status_code in (401, 403):
-            raise self._reader.auth_error(response.status_code, response.content, route)
-        return KillAnswer(pipeline_token, False, first_line_of_error(response.content)[0])
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after = None
+            left = max(ends_at - loop.time(), 0.05)
+            try:
+                response = await self._http.post("/job/kill", json={"pipelineToken": pipeline_token}, timeout=left)
+            except httpx.HTTPError as err:
+                answer = KillAnswer(pipeline_token, False, f"no answer ({type(err).__name__})", answered=False)
+            else:
+                answer = self._reader.kill_answer(pipeline_token, response.status_code, response.content, route)
+                retry_after = retry_after_seconds(response.headers)
+            pause = backoff_seconds(self.settings.retry, attempt, retry_after, self._jitter())
+            if answer.answered or loop.time() + pause >= ends_at:
+                return answer
+            await asyncio.sleep(pause)
 
     async def _get_json(self, path: str, *, params: Mapping[str, str] | None = None) -> Any:
         route = f"GET /api/v1{path}"

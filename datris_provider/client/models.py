@@ -363,11 +363,16 @@ class RunLogEntry:
 
 @dataclass(frozen=True)
 class KillAnswer:
-    """What ``POST /job/kill`` said for one pipeline token."""
+    """What ``POST /job/kill`` said for one pipeline token.
+
+    ``answered`` is false when Datris could not be reached (no answer, 429, 502/503/504): the job may
+    still be running. A 500 such as "Job is not running" is an answer: the job was not running.
+    """
 
     pipeline_token: str
     killed: bool
     detail: str
+    answered: bool = True
 
 
 @dataclass(frozen=True)

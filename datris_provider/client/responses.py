@@ -16,6 +16,7 @@ from datris_provider.client.errors import (
     DatrisRunCallInterrupted,
     DatrisTransientError,
 )
+from datris_provider.client.models import KillAnswer
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -117,6 +118,17 @@ class AnswerReader:
                 f"{route} was cut by a proxy (HTTP {status}) while the run may go on.", status_code=status, route=route
             )
         return self.json(status, body, route)
+
+    def kill_answer(self, pipeline_token: str, status: int, body: bytes, route: str) -> KillAnswer:
+        """Read a ``job/kill`` answer; refused keys raise, everything else is an answer to log."""
+        if status == 200:
+            return KillAnswer(pipeline_token, True, "cancelled")
+        if status in (401, 403):
+            raise self.auth_error(status, body, route)
+        message = self.redact(first_line_of_error(body)[0])
+        if status in REPEATABLE_STATUS_CODES:
+            return KillAnswer(pipeline_token, False, f"HTTP {status}: {message}", answered=False)
+        return KillAnswer(pipeline_token, False, message)
 
     def transient(self, status: int, body: bytes, route: str) -> DatrisTransientError:
         message, _ = first_line_of_error(body)

@@ -25,3 +25,6 @@ class LogListener:
 
     def tokens_known(self, publisher_token: str | None, pipeline_tokens: Sequence[str], pipeline: str | None) -> None:
         self._log.info("Datris publisher token %s, pipeline jobs %s.", publisher_token, ", ".join(pipeline_tokens))
+
+    def pipeline_ended(self, publisher_token: str) -> None:
+        """The run's pipeline reached a terminal state (nothing to log: the events said it)."""

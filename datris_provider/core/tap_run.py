@@ -63,6 +63,8 @@ class RunListener(Protocol):
         self, publisher_token: str | None, pipeline_tokens: Sequence[str], pipeline: str | None
     ) -> None: ...
 
+    def pipeline_ended(self, publisher_token: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class TapRunSpec:
@@ -76,6 +78,9 @@ class TapRunSpec:
     :param no_job_timeout: seconds a publisher token may show no job before the wait fails.
     :param max_poll_failures: consecutive failed polls tolerated before the wait fails.
     :param is_retry: an Airflow retry: join a previous attempt's run still being processed.
+    :param previous_attempt: what an earlier attempt of this task recorded about its run
+        (``{"publisher_token", "state"}``, state ``following`` or ``judged``), when Airflow keeps task
+        state; it tells this attempt's own run from anyone else's.
     """
 
     tap_name: str
@@ -86,6 +91,7 @@ class TapRunSpec:
     no_job_timeout: float = 300.0
     max_poll_failures: int = 5
     is_retry: bool = False
+    previous_attempt: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,16 +182,49 @@ def plan_run(spec: TapRunSpec, listener: RunListener) -> Steps[RunPlan]:
         )
         return RunPlan(plan.script_limit_seconds, plan.known_run_times, plan.target_pipeline, join_in_flight=True)
     if spec.is_retry:
-        previous = next((entry for entry in history if entry.mode == "run"), None)
-        rollup = previous.rollup if previous else None
-        if previous and previous.publisher_token and rollup and rollup.jobs and not rollup.all_done:
-            listener.warning(
-                f"This is a retry and the previous run of tap '{tap.name}' ({previous.run_time}) is still "
-                "being processed by its pipeline; following it instead of starting another."
-            )
+        previous = _previous_attempts_run(spec, history, listener)
+        if previous is not None:
             outcome = ScriptOutcome.from_run_log(previous, target_pipeline=plan.target_pipeline)
             return RunPlan(plan.script_limit_seconds, plan.known_run_times, plan.target_pipeline, previous_run=outcome)
     return plan
+
+
+def _previous_attempts_run(
+    spec: TapRunSpec, history: Sequence[RunLogEntry], listener: RunListener
+) -> RunLogEntry | None:
+    """The run an earlier attempt started and did not see to its end, if a retry should follow it.
+
+    With the task state Airflow keeps (3.3+), the earlier attempt's own publisher token is known: its
+    run is followed unless its pipeline failed (then a fresh run is the point of the retry), and a run
+    the earlier attempt already judged is never followed again (a cleared task runs anew). Without it,
+    the newest run still being processed is followed.
+    """
+    recorded = spec.previous_attempt or {}
+    token = recorded.get("publisher_token")
+    if token:
+        if recorded.get("state") != "following":
+            return None
+        previous = next((entry for entry in history if entry.publisher_token == token), None)
+        if previous is None or previous.rollup is None:
+            listener.warning(f"The previous attempt's run ({token}) is not in the tap's recent history; starting anew.")
+            return None
+        if previous.rollup.all_done and previous.rollup.status == "error":
+            listener.warning(f"The previous attempt's run ({token}) ended in a pipeline error; starting a new run.")
+            return None
+        listener.warning(
+            f"This is a retry: following the previous attempt's run of tap '{spec.tap_name}' ({previous.run_time}, "
+            f"pipeline {previous.rollup.status}) instead of starting another."
+        )
+        return previous
+    previous = next((entry for entry in history if entry.mode == "run"), None)
+    rollup = previous.rollup if previous else None
+    if previous and previous.publisher_token and rollup and rollup.jobs and not rollup.all_done:
+        listener.warning(
+            f"This is a retry and the previous run of tap '{spec.tap_name}' ({previous.run_time}) is still "
+            "being processed by its pipeline; following it instead of starting another."
+        )
+        return previous
+    return None
 
 
 # -- step 2: start, or find --------------------------------------------------------------------
@@ -392,6 +431,8 @@ class PipelineFollower:
 
 def finish_pipeline(spec: TapRunSpec, result: TapRunResult, rollup: Rollup, listener: RunListener) -> TapRunResult:
     """Judge the terminal rollup: raise for an error, warn for a warning, and fill in the result."""
+    if result.publisher_token:
+        listener.pipeline_ended(result.publisher_token)
     result.pipeline_tokens = [job.pipeline_token for job in rollup.jobs]
     result.pipeline_status = rollup.status
     result.jobs = jobs_summary(rollup)
@@ -433,8 +474,13 @@ def kill_jobs(
         answers.append(answer)
         if answer.killed:
             listener.info(f"Asked Datris to kill pipeline job {token}: cancelled.")
-        else:
+        elif answer.answered:
             listener.info(f"Datris did not kill pipeline job {token}: {answer.detail} (normal if it ended).")
+        else:
+            listener.warning(
+                f"Could not reach Datris to kill pipeline job {token} ({answer.detail}); it may still be running: "
+                "kill it in the Datris UI."
+            )
     return answers
 
 

@@ -6,6 +6,7 @@ Airflow's retry rules: what a retry cannot fix fails with ``AirflowFailException
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,6 @@ from datris_provider.hooks.datris import DatrisHook
 from datris_provider.links import JOB_URL_KEY, TAP_RUN_URL_KEY, job_url, tap_run_url
 
 if TYPE_CHECKING:
-    import logging
     from collections.abc import Iterator, Sequence
 
     from airflow.sdk import Context
@@ -45,6 +45,7 @@ class TaskRunListener(LogListener):
 
     def __init__(self, log: logging.Logger | Any, context: Context, *, ui_url: str) -> None:
         super().__init__(log)
+        self._context = context
         self._ti = context["ti"]
         self._ui_url = ui_url
 
@@ -54,6 +55,39 @@ class TaskRunListener(LogListener):
         if pipeline_tokens and pipeline:
             self._ti.xcom_push(key=JOB_URL_KEY, value=job_url(self._ui_url, pipeline_tokens[0], pipeline))
         super().tokens_known(publisher_token, pipeline_tokens, pipeline)
+        if publisher_token:
+            record_attempt(self._context, publisher_token, "following")
+
+    def pipeline_ended(self, publisher_token: str) -> None:
+        record_attempt(self._context, publisher_token, "judged")
+
+
+ATTEMPT_STATE_KEY = "datris_run"
+
+
+def record_attempt(context: Context, publisher_token: str, state: str) -> None:
+    """Keep, across this task's attempts, which run it started and whether it saw that run end.
+
+    Uses Airflow's task state store (3.3+); on older Airflow, retries fall back to the run history.
+    """
+    store = context.get("task_state_store")
+    if store is None:
+        return
+    try:
+        store.set(ATTEMPT_STATE_KEY, {"publisher_token": publisher_token, "state": state})
+    except Exception as err:  # a missing state backend must not fail the run
+        logging.getLogger(__name__).debug("Could not record the Datris run in the task state: %s", err)
+
+
+def previous_attempt(context: Context) -> dict[str, Any] | None:
+    store = context.get("task_state_store")
+    if store is None:
+        return None
+    try:
+        value = store.get(ATTEMPT_STATE_KEY)
+    except Exception:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 @contextmanager
@@ -77,6 +111,7 @@ def build_spec(operator: DatrisRunTapOperator, context: Context) -> TapRunSpec:
         no_job_timeout=operator.no_job_timeout or 300.0,
         max_poll_failures=operator.max_poll_failures,
         is_retry=(context["ti"].try_number or 1) > 1,
+        previous_attempt=previous_attempt(context) if (context["ti"].try_number or 1) > 1 else None,
     )
 
 
@@ -220,6 +255,7 @@ def after_script(operator: DatrisRunTapOperator, context: Context, event: dict[s
             deadline_at=_deadline_at(operator, context, run_spec),
             what=f"The pipeline of tap '{run_spec.tap_name}'",
             cursor=follower.cursor.to_json(),
+            kill_on_timeout=True,
             resume={"spec": spec, "started_at": started_at, "result": result.as_dict()},
         ),
         method_name="execute_complete",
@@ -235,9 +271,11 @@ def end_of_deferred_wait(
     *,
     poll_interval: float,
     by_pipeline_token: bool = False,
+    kill_on_timeout: bool = True,
 ) -> Rollup:
-    """After a pipeline trigger's event: print the events the trigger did not, kill on timeout, and
-    return the terminal rollup (errors are raised as Airflow should see them)."""
+    """After a pipeline trigger's event: print the events the trigger did not, kill on timeout (unless
+    the trigger did, or the jobs are not this task's), and return the terminal rollup (errors are
+    raised as Airflow should see them)."""
     from datris_provider.client.models import Rollup
     from datris_provider.core.log_stream import EventCursor
 
@@ -254,7 +292,10 @@ def end_of_deferred_wait(
         except DatrisError as err:
             listener.warning(f"Could not read the last Datris events: {err}")
     if event["status"] == "timeout":
-        drive(kill_jobs(list(event.get("unfinished") or []), listener, clock=time.monotonic), hook.client, time.sleep)
+        if kill_on_timeout and not event.get("killed"):
+            drive(
+                kill_jobs(list(event.get("unfinished") or []), listener, clock=time.monotonic), hook.client, time.sleep
+            )
         raise AirflowFailException(str(event.get("message", "The Datris wait timed out.")))
     with airflow_errors():
         return Rollup.parse(event["rollup"])

@@ -185,6 +185,7 @@ class DatrisUploadFileOperator(BaseOperator):
                 max_poll_failures=self.max_poll_failures,
                 deadline_at=None if self.timeout is None else time.time() + self.timeout,
                 what=f"The {self._what}",
+                kill_on_timeout=True,
                 resume={"result": result},
             ),
             method_name="execute_complete",

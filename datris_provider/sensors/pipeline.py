@@ -103,6 +103,7 @@ class DatrisPipelineSensor(BaseSensorOperator):
                 cursor=follower.cursor.to_json(),
                 what=f"Datris token {self._token}",
                 by_pipeline_token=self.pipeline_token is not None,
+                cancel_on_kill=False,  # the jobs are not this task's to kill
             ),
             method_name="execute_complete",
         )
@@ -148,6 +149,7 @@ class DatrisPipelineSensor(BaseSensorOperator):
             self._token,
             poll_interval=float(self.poke_interval),
             by_pipeline_token=self.pipeline_token is not None,
+            kill_on_timeout=False,
         )
         return self._result(rollup)
 

@@ -16,6 +16,7 @@ ini options (``[tool.pytest.ini_options]``):
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -102,6 +103,14 @@ def _datris_airflow(pytestconfig: pytest.Config) -> AirflowDagRunner:
     return AirflowDagRunner(_dags_folders(pytestconfig))
 
 
+def _reattach_closed_log_streams() -> None:
+    # Airflow's root handler keeps the stream of the first test's capture, closed once that test
+    # ends; point it at the current stdout so later tests' log lines are captured, not lost.
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and getattr(handler.stream, "closed", False):
+            handler.stream = sys.stdout  # setStream() would flush the closed stream and raise
+
+
 class CapturingDagRunner:
     """Runs a DAG and keeps what it printed in the outcome's ``log`` (it is printed again too)."""
 
@@ -114,6 +123,7 @@ class CapturingDagRunner:
         return self._runner.get_dag(dag_id)
 
     def run(self, dag_id: str, **kwargs: object) -> DagRunOutcome:
+        _reattach_closed_log_streams()
         self._capfd.readouterr()
         try:
             outcome = self._runner.run(dag_id, **kwargs)  # type: ignore[arg-type]

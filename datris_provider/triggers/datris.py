@@ -118,6 +118,8 @@ class DatrisPipelineTrigger(BaseTrigger):
         failed or cleared.
     :param resume: state the task needs when it resumes, handed back in the event.
     :param by_pipeline_token: ``publisher_token`` is one job's pipeline token.
+    :param kill_on_timeout: kill the unfinished jobs when the deadline passes, here in the triggerer,
+        before the task resumes (a run the task started; never for a sensor watching others' jobs).
     """
 
     def __init__(
@@ -135,11 +137,13 @@ class DatrisPipelineTrigger(BaseTrigger):
         cancel_on_kill: bool = True,
         resume: dict[str, Any] | None = None,
         by_pipeline_token: bool = False,
+        kill_on_timeout: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.datris_conn_id = datris_conn_id
         self.publisher_token = publisher_token
         self.by_pipeline_token = by_pipeline_token
+        self.kill_on_timeout = kill_on_timeout
         self.expected_tokens = list(expected_tokens)
         self.poll_interval = poll_interval
         self.no_job_timeout = no_job_timeout
@@ -168,6 +172,7 @@ class DatrisPipelineTrigger(BaseTrigger):
                 "cancel_on_kill": self.cancel_on_kill,
                 "resume": self.resume,
                 "by_pipeline_token": self.by_pipeline_token,
+                "kill_on_timeout": self.kill_on_timeout,
             },
         )
 
@@ -200,7 +205,11 @@ class DatrisPipelineTrigger(BaseTrigger):
             )
             rollup = await drive_async(steps, self._client)
         except DatrisWaitTimeoutError as err:
-            yield _event(self._ending(TIMEOUT, message=str(err)))
+            killed = False
+            if self.kill_on_timeout:
+                await self._kill_unfinished()
+                killed = True
+            yield _event(self._ending(TIMEOUT, message=str(err), killed=killed))
         except DatrisError as err:
             yield _event({**error_event(err), **self._ending(ERROR)})
         else:
@@ -221,8 +230,10 @@ class DatrisPipelineTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """Airflow >= 3.3: the deferred task was marked failed or cleared; kill the unfinished jobs."""
-        if not self.cancel_on_kill:
-            return
+        if self.cancel_on_kill:
+            await self._kill_unfinished()
+
+    async def _kill_unfinished(self) -> None:
         from datris_provider.core.steps import drive_async
         from datris_provider.core.tap_run import kill_jobs
 

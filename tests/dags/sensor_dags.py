@@ -40,3 +40,4 @@ with DAG("sensor_unknown_token", schedule=None, start_date=START, catchup=False)
         poke_interval=0.05,
         no_job_timeout=0.3,
     )
+sensor_deferred_timeout = sensor_dag("sensor_deferred_timeout", "endless_tap", deferrable=True, timeout=0.5)

@@ -30,6 +30,9 @@ class RecordingListener:
     def tokens_known(self, publisher_token, pipeline_tokens, pipeline=None) -> None:
         self.tokens.append((publisher_token, list(pipeline_tokens)))
 
+    def pipeline_ended(self, publisher_token) -> None:
+        self.lines.append(("info", f"ended {publisher_token}"))
+
     def text(self) -> str:
         return "\n".join(message for _, message in self.lines)
 

@@ -519,6 +519,13 @@ def test_marking_a_deferred_task_failed_kills_the_datris_job(
             ),
             RUN_DEADLINE,
         )
+        # The worker reads the status once before deferring; a later poll comes from the running trigger.
+        polls_before_deferral = len(datris.calls("GET /pipeline/status"))
+        wait_for(
+            "the triggerer to run the pipeline trigger",
+            lambda: len(datris.calls("GET /pipeline/status")) > polls_before_deferral,
+            RUN_DEADLINE,
+        )
         assert datris.kills == []
 
         answer = stack.api.patch(

@@ -362,6 +362,19 @@ class PipelineFollower:
         self.cursor = cursor or EventCursor()
         self.last_rollup: Rollup | None = None
 
+    @classmethod
+    def for_spec(
+        cls, spec: TapRunSpec, listener: RunListener, *, clock: Callable[[], float] = time.monotonic
+    ) -> PipelineFollower:
+        """A follower with the spec's poll interval and bounds."""
+        return cls(
+            listener,
+            poll_interval=spec.poll_interval,
+            no_job_timeout=spec.no_job_timeout,
+            max_poll_failures=spec.max_poll_failures,
+            clock=clock,
+        )
+
     def follow(
         self,
         token: str,
@@ -510,13 +523,7 @@ class TapRunTracker:
         self._clock = clock
         self._stop = threading.Event()
         self._pipeline_tokens: list[str] = []
-        self.follower = PipelineFollower(
-            listener,
-            poll_interval=spec.poll_interval,
-            no_job_timeout=spec.no_job_timeout,
-            max_poll_failures=spec.max_poll_failures,
-            clock=clock,
-        )
+        self.follower = PipelineFollower.for_spec(spec, listener, clock=clock)
 
     def run(self) -> TapRunResult:
         """Run the tap, stream its logs and wait for its pipeline as the spec says."""

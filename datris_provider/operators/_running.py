@@ -227,12 +227,7 @@ def after_script(operator: DatrisRunTapOperator, context: Context, event: dict[s
         result.duration_ms = int((time.time() - started_at) * 1000)
         return _finish(operator, context, result)
     # A pipeline already finished is completed here, without a second deferral.
-    follower = PipelineFollower(
-        listener,
-        poll_interval=run_spec.poll_interval,
-        no_job_timeout=run_spec.no_job_timeout,
-        max_poll_failures=run_spec.max_poll_failures,
-    )
+    follower = PipelineFollower.for_spec(run_spec, listener)
     with airflow_errors():
         try:
             status = hook.client.get_pipeline_status(outcome.publisher_token)

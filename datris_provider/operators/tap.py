@@ -31,6 +31,23 @@ def _seconds(value: float | timedelta | None, *, name: str, allow_zero: bool) ->
     return float(seconds)
 
 
+def wait_arguments(
+    poll_interval: float | timedelta,
+    timeout: float | timedelta | None,
+    no_job_timeout: float | timedelta,
+    max_poll_failures: int,
+) -> tuple[float, float | None, float, int]:
+    """Check the wait arguments every Datris operator takes, at DAG-definition time."""
+    if isinstance(max_poll_failures, bool) or not isinstance(max_poll_failures, int) or max_poll_failures < 0:
+        raise ValueError(f"max_poll_failures must be a whole number, zero or more, not {max_poll_failures!r}.")
+    return (
+        _seconds(poll_interval, name="poll_interval", allow_zero=False) or 15.0,
+        _seconds(timeout, name="timeout", allow_zero=True),
+        _seconds(no_job_timeout, name="no_job_timeout", allow_zero=False) or 300.0,
+        max_poll_failures,
+    )
+
+
 class DatrisRunTapOperator(BaseOperator):
     """Trigger a Datris tap, wait for the pipeline it feeds, and stream Datris logs into the task log.
 
@@ -84,13 +101,10 @@ class DatrisRunTapOperator(BaseOperator):
         self.tap_name = tap_name
         self.datris_conn_id = datris_conn_id
         self.wait_for_completion = wait_for_completion
-        self.poll_interval = _seconds(poll_interval, name="poll_interval", allow_zero=False)
         self.tap_params = tap_params
-        self.timeout = _seconds(timeout, name="timeout", allow_zero=True)
-        self.no_job_timeout = _seconds(no_job_timeout, name="no_job_timeout", allow_zero=False)
-        if isinstance(max_poll_failures, bool) or not isinstance(max_poll_failures, int) or max_poll_failures < 0:
-            raise ValueError(f"max_poll_failures must be a whole number, zero or more, not {max_poll_failures!r}.")
-        self.max_poll_failures = max_poll_failures
+        self.poll_interval, self.timeout, self.no_job_timeout, self.max_poll_failures = wait_arguments(
+            poll_interval, timeout, no_job_timeout, max_poll_failures
+        )
         self.deferrable = deferrable
         self._tracker: TapRunTracker | None = None
         self._result: dict[str, Any] | None = None

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
 
-from datris_provider.operators.tap import DEFAULT_TIMEOUT, _seconds
+from datris_provider.operators.tap import DEFAULT_TIMEOUT, wait_arguments
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -73,10 +73,9 @@ class DatrisUploadFileOperator(BaseOperator):
         self.datris_conn_id = datris_conn_id
         self.publisher_token = publisher_token
         self.wait_for_completion = wait_for_completion
-        self.poll_interval = _seconds(poll_interval, name="poll_interval", allow_zero=False) or 15.0
-        self.timeout = _seconds(timeout, name="timeout", allow_zero=True)
-        self.no_job_timeout = _seconds(no_job_timeout, name="no_job_timeout", allow_zero=False) or 300.0
-        self.max_poll_failures = max_poll_failures
+        self.poll_interval, self.timeout, self.no_job_timeout, self.max_poll_failures = wait_arguments(
+            poll_interval, timeout, no_job_timeout, max_poll_failures
+        )
         self.deferrable = deferrable
         self._follower: PipelineFollower | None = None
         self._hook: DatrisHook | None = None

@@ -21,7 +21,10 @@ def _first_event(trigger):
 
 
 def _round_trip(trigger):
-    from airflow.sdk.serde import deserialize, serialize
+    try:
+        from airflow.sdk.serde import deserialize, serialize
+    except ImportError:  # Airflow < 3.2
+        from airflow.serialization.serde import deserialize, serialize
 
     classpath, kwargs = trigger.serialize()
     restored_kwargs = deserialize(serialize(kwargs))
@@ -101,8 +104,7 @@ def test_errors_become_events_with_a_retry_verdict(datris):
 
 
 def test_unknown_or_missing_events_fail_closed():
-    from airflow.sdk.exceptions import AirflowFailException
-
+    from datris_provider._compat import AirflowFailException
     from datris_provider.operators._running import check_event
 
     for event in (None, {}, {"status": "cancelled", "resume": {}}, {"status": "done"}):

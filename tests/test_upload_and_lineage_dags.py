@@ -70,6 +70,7 @@ def test_upload_example(datris, datris_dag_runner, monkeypatch):
 
 @pytest.fixture
 def openlineage_file():
+    pytest.importorskip("airflow.providers.openlineage", reason="needs the openlineage extra")
     # tests/conftest.py points OpenLineage's file transport here before Airflow starts.
     return Path(json.loads(os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"])["log_file_path"])
 

@@ -10,12 +10,13 @@ HTTP client loads when a task runs.
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import reprlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk.bases.decorator import DecoratedOperator, is_async_callable, task_decorator_factory
-from airflow.sdk.definitions.context import context_merge
+from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 
 from datris_provider.operators.tap import DatrisRunTapOperator
 
@@ -69,7 +70,7 @@ class _DatrisTapDecoratedOperator(DecoratedOperator, DatrisRunTapOperator):
         op_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if is_async_callable(python_callable):  # type: ignore[no-untyped-call]
+        if _is_async_callable(python_callable):
             name = getattr(python_callable, "__name__", repr(python_callable))
             raise TypeError(
                 f"@task.datris_tap cannot decorate the async function {name}(): it must be a plain "
@@ -86,8 +87,8 @@ class _DatrisTapDecoratedOperator(DecoratedOperator, DatrisRunTapOperator):
         )
 
     def execute(self, context: Context) -> Any:
-        context_merge(context, self.op_kwargs)
-        returned = self.python_callable(*self.op_args, **self.determine_kwargs(context))
+        _context_merge(context, self.op_kwargs)
+        returned = self.python_callable(*self.op_args, **self._function_kwargs(context))
         self.tap_params = self._merged_tap_params(returned, context)
         if self.tap_params:
             self.log.info(
@@ -95,8 +96,23 @@ class _DatrisTapDecoratedOperator(DecoratedOperator, DatrisRunTapOperator):
             )
         else:
             self.log.info("%s() gave no tap parameters.", self._function_name)
-        # DecoratedOperator.execute, then DatrisRunTapOperator.execute (which validates the params).
-        return super().execute(context)
+        # What DecoratedOperator.execute adds (Asset arguments become inlets; the return value, a
+        # dict, holds no Asset), then the run. Not through DecoratedOperator.execute: on Airflow 3.0
+        # it reads self.xcom_push, which this operator does not have.
+        for arg in itertools.chain(self.op_args, self.op_kwargs.values()):
+            if _is_asset(arg):
+                self.inlets.append(arg)
+        return DatrisRunTapOperator.execute(self, context)
+
+    def _function_kwargs(self, context: Context) -> Mapping[str, Any]:
+        """The context and op_kwargs entries the function's signature asks for."""
+        if hasattr(DecoratedOperator, "determine_kwargs"):  # Airflow 3.2+
+            return self.determine_kwargs(context)
+        from airflow.utils.operator_helpers import (  # type: ignore[attr-defined]  # Airflow 3.0, 3.1
+            determine_kwargs,
+        )
+
+        return determine_kwargs(self.python_callable, self.op_args, context)
 
     @property
     def _function_name(self) -> str:
@@ -104,7 +120,7 @@ class _DatrisTapDecoratedOperator(DecoratedOperator, DatrisRunTapOperator):
 
     def _merged_tap_params(self, returned: Any, context: Context) -> dict[str, Any] | None:
         """The decorator's (rendered) ``tap_params`` with the function's rendered dict merged over them."""
-        from airflow.sdk.exceptions import AirflowFailException
+        from datris_provider._compat import AirflowFailException
 
         if returned is not None and not isinstance(returned, Mapping):
             raise AirflowFailException(
@@ -122,6 +138,27 @@ class _DatrisTapDecoratedOperator(DecoratedOperator, DatrisRunTapOperator):
             return None if base is None else dict(base)
         rendered = self.render_template(dict(returned), context)
         return {**(base or {}), **rendered}
+
+
+def _is_async_callable(func: Any) -> bool:
+    """``async def`` functions, also behind ``functools.partial`` (the Task SDK's own check is 3.2+)."""
+    while hasattr(func, "func"):
+        func = func.func
+    return inspect.iscoroutinefunction(func)
+
+
+def _context_merge(context: Context, values: Mapping[str, Any]) -> None:
+    try:  # Airflow 3.1+
+        from airflow.sdk.definitions.context import context_merge
+    except ImportError:  # Airflow 3.0
+        from airflow.utils.context import context_merge  # type: ignore[attr-defined,no-redef]
+    context_merge(context, values)
+
+
+def _is_asset(value: Any) -> bool:
+    from airflow.sdk import Asset
+
+    return isinstance(value, Asset)
 
 
 _MULTIPLE_OUTPUTS_MESSAGE = (

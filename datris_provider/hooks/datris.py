@@ -5,7 +5,10 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from airflow.sdk import BaseHook
+try:  # Airflow 3.1+
+    from airflow.sdk import BaseHook
+except ImportError:  # Airflow 3.0
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
 
 from datris_provider.client.errors import DatrisConfigError, DatrisError
 
@@ -38,8 +41,7 @@ class DatrisHook(BaseHook):
     @cached_property
     def settings(self) -> ClientSettings:
         """The connection, read once and checked."""
-        from airflow.sdk.exceptions import AirflowNotFoundException
-
+        from datris_provider._compat import AirflowNotFoundException
         from datris_provider.client.settings import settings_from_connection_fields
 
         try:
@@ -70,8 +72,7 @@ class DatrisHook(BaseHook):
     @classmethod
     async def aget_settings(cls, datris_conn_id: str, *, retry: RetryPolicy | None = None) -> ClientSettings:
         """The connection's settings, looked up without blocking the event loop (for triggers)."""
-        from airflow.sdk.exceptions import AirflowNotFoundException
-
+        from datris_provider._compat import AirflowNotFoundException
         from datris_provider.client.settings import settings_from_connection_fields
 
         try:

@@ -11,8 +11,7 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowFailException
-
+from datris_provider._compat import AirflowFailException
 from datris_provider.client.errors import DatrisError, DatrisRunFailedError, DatrisTransientError
 from datris_provider.core.listeners import LogListener
 from datris_provider.core.outcome import rollup_is_done
@@ -122,7 +121,14 @@ def _start(operator: DatrisRunTapOperator, context: Context) -> tuple[TapRunSpec
     context["ti"].xcom_push(key=TAP_RUN_URL_KEY, value=tap_run_url(ui_url, spec.tap_name))
     # Known once jobs exist; pushed empty now so the link finds a value on every path.
     context["ti"].xcom_push(key=JOB_URL_KEY, value="")
-    return spec, hook, TaskRunListener(operator.log, context, ui_url=ui_url)
+    listener = TaskRunListener(operator.log, context, ui_url=ui_url)
+    if spec.is_retry and context.get("task_state_store") is None:
+        listener.warning(
+            "This Airflow (before 3.3) keeps no task state between tries: this retry recognises the "
+            "previous attempt's run only while Datris is still loading it; a run that already ended "
+            "is not recognised, and the tap runs again."
+        )
+    return spec, hook, listener
 
 
 def _finish(operator: DatrisRunTapOperator, context: Context, result: TapRunResult) -> dict[str, Any]:
@@ -181,7 +187,11 @@ def defer_tap_run(operator: DatrisRunTapOperator, context: Context) -> None:
     with airflow_errors():
         spec, hook, listener = _start(operator, context)
         plan = drive(plan_run(spec, listener), hook.client, time.sleep)
-    resume: dict[str, Any] = {"spec": spec.to_json(), "started_at": time.time()}
+    resume: dict[str, Any] = {
+        "spec": spec.to_json(),
+        "started_at": time.time(),
+        "try_number": context["ti"].try_number,
+    }
     if plan.previous_run is not None:
         # Nothing to start: follow the previous attempt's run at once.
         after_script(
@@ -194,6 +204,26 @@ def defer_tap_run(operator: DatrisRunTapOperator, context: Context) -> None:
         ),
         method_name="execute_after_script",
     )
+
+
+def stale_event(event: Any, context: Context, log: logging.Logger | Any) -> bool:
+    """True when Airflow resumed this try with the trigger event of an earlier try.
+
+    Airflow 3.0 and 3.1.0 keep a deferred task's ``next_method`` across a retry (apache/airflow#56704,
+    fixed in 3.1.1): the retry would judge the failed try's event again instead of starting over.
+    """
+    resume = event.get("resume") if isinstance(event, dict) else None
+    deferred_in = resume.get("try_number") if isinstance(resume, dict) else None
+    current = context["ti"].try_number
+    if deferred_in is None or deferred_in == current:
+        return False
+    log.warning(
+        "Airflow resumed try %s with the trigger event of try %s (a bug of Airflow before 3.1.1); "
+        "starting this try from the beginning.",
+        current,
+        deferred_in,
+    )
+    return True
 
 
 def check_event(event: dict[str, Any] | None, allowed: set[str]) -> dict[str, Any]:
@@ -251,7 +281,12 @@ def after_script(operator: DatrisRunTapOperator, context: Context, event: dict[s
             what=f"The pipeline of tap '{run_spec.tap_name}'",
             cursor=follower.cursor.to_json(),
             kill_on_timeout=True,
-            resume={"spec": spec, "started_at": started_at, "result": result.as_dict()},
+            resume={
+                "spec": spec,
+                "started_at": started_at,
+                "result": result.as_dict(),
+                "try_number": context["ti"].try_number,
+            },
         ),
         method_name="execute_complete",
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 
+from datris_provider._compat import conf
 from datris_provider.links import DatrisPipelineJobLink, DatrisTapRunLink
 
 if TYPE_CHECKING:
@@ -119,14 +120,18 @@ class DatrisRunTapOperator(BaseOperator):
 
     def execute_after_script(self, context: Context, event: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         """Deferrable mode: the tap script has ended; print its log and defer the pipeline wait."""
-        from datris_provider.operators._running import after_script
+        from datris_provider.operators._running import after_script, stale_event
 
+        if stale_event(event, context, self.log):
+            return self.execute(context)
         return after_script(self, context, event)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         """Deferrable mode: the pipeline wait has ended; print the last events and judge the run."""
-        from datris_provider.operators._running import after_pipeline
+        from datris_provider.operators._running import after_pipeline, stale_event
 
+        if stale_event(event, context, self.log):
+            return self.execute(context)
         return after_pipeline(self, context, event)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

@@ -8,8 +8,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 
+from datris_provider._compat import conf
 from datris_provider.operators.tap import DEFAULT_TIMEOUT, wait_arguments
 
 if TYPE_CHECKING:
@@ -80,13 +81,16 @@ class DatrisUploadFileOperator(BaseOperator):
         self._follower: PipelineFollower | None = None
         self._hook: DatrisHook | None = None
         self._pipeline_tokens: list[str] = []
-        self._stop = threading.Event()
+        # Made in execute(): an Event cannot be deep-copied, and Airflow deep-copies operators.
+        self._stop: threading.Event | None = None
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         from datris_provider.client.errors import DatrisApiError, DatrisConfigError
         from datris_provider.core.upload import check_upload_file, pipeline_tokens_from_answer
         from datris_provider.hooks.datris import DatrisHook
         from datris_provider.operators._running import airflow_errors
+
+        self._stop = threading.Event()
 
         started = time.time()
         ti = context["ti"]
@@ -125,7 +129,7 @@ class DatrisUploadFileOperator(BaseOperator):
         if not self.wait_for_completion:
             return self._finish(context, result)
         if self.deferrable:
-            self._defer(result)
+            self._defer(result, context["ti"].try_number)
             return None
         with airflow_errors():
             rollup = self._wait(token)
@@ -149,7 +153,9 @@ class DatrisUploadFileOperator(BaseOperator):
         # on_kill sets the event: the wait ends at once instead of polling on.
         from datris_provider.client.errors import DatrisRunStoppedError
 
-        if self._stop.wait(seconds):
+        if self._stop is None:
+            time.sleep(seconds)
+        elif self._stop.wait(seconds):
             raise DatrisRunStoppedError(f"Stopped waiting for the {self._what}: the task is being killed.")
 
     def _wait(self, token: str) -> Rollup:
@@ -171,7 +177,7 @@ class DatrisUploadFileOperator(BaseOperator):
     def _what(self) -> str:
         return f"upload of '{os.path.basename(self.file_path)}' to pipeline '{self.pipeline}'"
 
-    def _defer(self, result: dict[str, Any]) -> None:
+    def _defer(self, result: dict[str, Any], try_number: int) -> None:
         from datris_provider.triggers.datris import DatrisPipelineTrigger
 
         self.defer(
@@ -185,7 +191,7 @@ class DatrisUploadFileOperator(BaseOperator):
                 deadline_at=None if self.timeout is None else time.time() + self.timeout,
                 what=f"The {self._what}",
                 kill_on_timeout=True,
-                resume={"result": result},
+                resume={"result": result, "try_number": try_number},
             ),
             method_name="execute_complete",
         )
@@ -193,8 +199,10 @@ class DatrisUploadFileOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Deferrable mode: print the last events, then judge the pipeline's outcome."""
         from datris_provider.hooks.datris import DatrisHook
-        from datris_provider.operators._running import check_event, end_of_deferred_wait
+        from datris_provider.operators._running import check_event, end_of_deferred_wait, stale_event
 
+        if stale_event(event, context, self.log):
+            return self.execute(context)  # type: ignore[return-value]
         checked = check_event(event, {"done", "timeout", "error"})
         result = dict(checked["resume"]["result"])
         rollup = end_of_deferred_wait(
@@ -230,7 +238,8 @@ class DatrisUploadFileOperator(BaseOperator):
 
     def on_kill(self) -> None:
         """Ask Datris to kill this upload's unfinished jobs, once and briefly, and stop waiting."""
-        self._stop.set()
+        if self._stop is not None:
+            self._stop.set()
         if self._hook is None or self._follower is None:
             return
         from datris_provider.core.steps import drive

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from datris_provider._compat import conf
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -104,6 +106,7 @@ class DatrisPipelineSensor(BaseSensorOperator):
                 what=f"Datris token {self._token}",
                 by_pipeline_token=self.pipeline_token is not None,
                 cancel_on_kill=False,  # the jobs are not this task's to kill
+                resume={"try_number": context["ti"].try_number},
             ),
             method_name="execute_complete",
         )
@@ -139,8 +142,10 @@ class DatrisPipelineSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Deferrable mode: print the events the trigger did not, then apply the terminal rules."""
         from datris_provider.hooks.datris import DatrisHook
-        from datris_provider.operators._running import check_event, end_of_deferred_wait
+        from datris_provider.operators._running import check_event, end_of_deferred_wait, stale_event
 
+        if stale_event(event, context, self.log):
+            return self.execute(context)
         checked = check_event(event, {"done", "timeout", "error"})
         rollup = end_of_deferred_wait(
             DatrisHook(self.datris_conn_id),

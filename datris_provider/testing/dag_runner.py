@@ -7,16 +7,23 @@ must run before anything imports ``airflow``; the pytest plugin does it at start
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
     from datetime import datetime
+
+
+def bundle_name(index: int) -> str:
+    """The DAG bundle name of the ``index``-th DAGs folder."""
+    return "dags-folder" if index == 0 else f"dags-folder-{index}"
 
 
 def use_isolated_airflow_home(dags_folders: Sequence[Path], home: Path | None = None) -> Path:
@@ -36,7 +43,7 @@ def use_isolated_airflow_home(dags_folders: Sequence[Path], home: Path | None = 
     folders = [Path(folder).resolve() for folder in dags_folders]
     bundles = [
         {
-            "name": "dags-folder" if index == 0 else f"dags-folder-{index}",
+            "name": bundle_name(index),
             "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
             "kwargs": {"path": str(folder), "refresh_interval": 0},
         }
@@ -113,7 +120,9 @@ class AirflowDagRunner:
     def __init__(self, dags_folders: Sequence[Path]) -> None:
         self.dags_folders = [Path(folder).resolve() for folder in dags_folders]
         self._dags: dict[str, Any] | None = None
+        self._dags_per_folder: list[list[Any]] = []
         self._db_ready = False
+        self._dags_in_db = False
 
     def ensure_db(self) -> None:
         if self._db_ready:
@@ -125,13 +134,17 @@ class AirflowDagRunner:
 
     def get_dag(self, dag_id: str) -> Any:
         if self._dags is None:
-            self._dags = {}
+            dags: dict[str, Any] = {}
+            per_folder: list[list[Any]] = []
             for folder in self.dags_folders:
                 bag = _dag_bag(folder)
                 if bag.import_errors:
                     problems = "\n".join(f"{path}: {error}" for path, error in bag.import_errors.items())
                     raise RuntimeError(f"DAG files failed to import:\n{problems}")
-                self._dags.update(bag.dags)
+                dags.update(bag.dags)
+                per_folder.append(list(bag.dags.values()))
+            # Kept only once every folder imported: a failed import must fail every test the same way.
+            self._dags, self._dags_per_folder = dags, per_folder
         try:
             return self._dags[dag_id]
         except KeyError:
@@ -143,11 +156,30 @@ class AirflowDagRunner:
         """Run one DAG to its end with ``dag.test()`` and collect what it left behind."""
         self.ensure_db()
         dag = self.get_dag(dag_id)
+        if _AIRFLOW_3_0 and not self._dags_in_db:
+            self._write_dags_to_db()
         kwargs: dict[str, Any] = {"run_conf": run_conf}
         if logical_date is not None:
             kwargs["logical_date"] = logical_date
-        dag_run = dag.test(**kwargs)
+        with _airflow_3_0_test_output():
+            dag_run = dag.test(**kwargs)
         return self._collect(dag_run)
+
+    def _write_dags_to_db(self) -> None:
+        """Airflow 3.0's ``dag.test()`` writes no DAG to the DB (later versions sync the bundle): without
+        this, assets are inactive (outlets fail the task) and no consumer DAG is known."""
+        import importlib
+
+        # Airflow 3.0 names, looked up at run time (the types checked are the newest Airflow's).
+        bundles = importlib.import_module("airflow.dag_processing.bundles.manager").DagBundlesManager
+        scheduler_dag = importlib.import_module("airflow.models.dag").DAG
+        serialized_dag = importlib.import_module("airflow.serialization.serialized_objects").SerializedDAG
+
+        bundles().sync_bundles_to_db()
+        for index, dags in enumerate(self._dags_per_folder):
+            written = [serialized_dag.deserialize_dag(serialized_dag.serialize_dag(dag)) for dag in dags]
+            scheduler_dag.bulk_write_to_db(bundle_name(index), None, written)
+        self._dags_in_db = True
 
     def _collect(self, dag_run: Any) -> DagRunOutcome:
         from airflow import settings
@@ -179,6 +211,55 @@ class AirflowDagRunner:
             try_numbers=tries,
             _xcoms=xcoms,
         )
+
+
+def _airflow_version() -> tuple[int, int]:
+    from importlib.metadata import version
+
+    major, minor, *_ = version("apache-airflow-core").split(".")
+    return int(major), int(minor)
+
+
+_AIRFLOW_3_0 = _airflow_version() < (3, 1)
+
+
+class _SilentStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+
+@contextmanager
+def _airflow_3_0_test_output() -> Iterator[None]:
+    """Make Airflow 3.0's ``dag.test()`` print what later versions print.
+
+    - It adds a stdout handler to the ``airflow.task`` logger unless one is there, and every task
+      line then shows twice (the handler, then the root logger): a handler that prints nothing
+      takes its place.
+    - Its in-process supervisor logs each message at debug level, secrets sent to the masker
+      included, through structlog's unconfigured (debug) default: only info and above are kept.
+    - Tracebacks are wrapped at the terminal width (80 in a pipe), cutting messages in two.
+    """
+    if not _AIRFLOW_3_0:
+        yield
+        return
+    import structlog
+
+    task_logger = logging.getLogger("airflow.task")
+    silent = _SilentStreamHandler()
+    if not any(isinstance(handler, logging.StreamHandler) for handler in task_logger.handlers):
+        task_logger.addHandler(silent)
+    if not structlog.is_configured():
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "1000"
+    try:
+        yield
+    finally:
+        task_logger.removeHandler(silent)
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
 
 
 def _dag_bag(folder: Path) -> Any:

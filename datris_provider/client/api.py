@@ -80,6 +80,11 @@ class DatrisClient:
         return RunLogEntry.parse_list(self._get_json("/tap/logs", params={"name": tap_name}))
 
     def get_pipeline_status(self, token: str, *, by_pipeline_token: bool = False) -> PipelineStatus:
+    def get_all_tap_logs(self, *, since_ms: int | None = None, limit: int = 5000) -> list[RunLogEntry]:
+        """``GET /tap/logs/all``: every tap's run-log rows that started at or after ``since_ms`` (no rollup)."""
+        params = {"limit": str(limit)} if since_ms is None else {"since": str(since_ms), "limit": str(limit)}
+        return RunLogEntry.parse_list(self._get_json("/tap/logs/all", params=params))
+
         """Jobs and events of a publisher token (every job of a run), or of one pipeline token."""
         key = "pipelinetoken" if by_pipeline_token else "publishertoken"
         return PipelineStatus.parse(self._get_json("/pipeline/status", params={key: token, "withrollup": "true"}))

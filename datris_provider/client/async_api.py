@@ -92,6 +92,11 @@ class AsyncDatrisClient:
         return RunLogEntry.parse_list(await self._get_json("/tap/logs", params={"name": tap_name}))
 
     async def get_pipeline_status(self, token: str, *, by_pipeline_token: bool = False) -> PipelineStatus:
+    async def get_all_tap_logs(self, *, since_ms: int | None = None, limit: int = 5000) -> list[RunLogEntry]:
+        """``GET /tap/logs/all``: every tap's run-log rows that started at or after ``since_ms`` (no rollup)."""
+        params = {"limit": str(limit)} if since_ms is None else {"since": str(since_ms), "limit": str(limit)}
+        return RunLogEntry.parse_list(await self._get_json("/tap/logs/all", params=params))
+
         params = {"pipelinetoken" if by_pipeline_token else "publishertoken": token, "withrollup": "true"}
         return PipelineStatus.parse(await self._get_json("/pipeline/status", params=params))
 

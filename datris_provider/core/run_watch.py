@@ -262,7 +262,8 @@ class RunWatch:
                 decided.append(_decide_pending(key, run, rollup))
 
         history: list[LandedRun] = []
-        for row in self._rows_to_consider(current if not first_start else None, rows):
+        # Oldest first; Datris lists the newest first, and same-second rows newest-written first.
+        for row in reversed(self._rows_to_consider(current if not first_start else None, rows)):
             key = run_key(row)
             if key in seen or key in pending:
                 continue
@@ -310,8 +311,9 @@ def _finished(rollup: Rollup) -> bool:
     return rollup.all_done and bool(rollup.jobs) and all(job.finished for job in rollup.jobs)
 
 
-def _order(run: LandedRun) -> tuple[int, str]:
-    return (run.started_ms, run.key)
+def _order(run: LandedRun) -> int:
+    # Sorting is stable: runs started in the same second keep the order Datris wrote them in.
+    return run.started_ms
 
 
 def _decide_pending(key: str, run: PendingRun, rollup: Rollup) -> LandedRun:
@@ -364,14 +366,60 @@ def _first_error(rollup: Rollup) -> str | None:
     return None
 
 
-def poll_runs(watch: RunWatch, cursor: RunCursor | None, clock: Callable[[], float] = time.time) -> Steps[PollResult]:
-    """One poll as client calls: read the run log since the horizon, then the rollups still needed.
+@dataclass(frozen=True)
+class RunLogRead:
+    """One read of ``GET /tap/logs/all``, which every watcher on the same connection can use.
+
+    :param since_ms: the ``since`` the read asked for.
+    :param read_at_ms: when it was made (epoch milliseconds).
+    """
+
+    rows: tuple[RunLogEntry, ...]
+    since_ms: int
+    read_at_ms: int
+
+    def covers(self, since_ms: int | None) -> bool:
+        """True when this read reaches back at least to ``since_ms``."""
+        return since_ms is not None and self.since_ms <= since_ms
+
+
+def read_run_log(
+    lookback_seconds: float, previous: RunLogRead | None = None, clock: Callable[[], float] = time.time
+) -> Steps[RunLogRead]:
+    """One shared read of every tap's recent runs, for the watchers on one connection.
+
+    It reaches back as far as a watcher that made the ``previous`` read needs (its horizon), so every
+    watcher keeping up with the shared reads can use them without a read of its own.
+    """
+    now_ms = int(clock() * 1000)
+    since_ms = (previous.read_at_ms if previous is not None else now_ms) - int(lookback_seconds * 1000)
+    rows: list[RunLogEntry] = yield Call("get_all_tap_logs", kwargs={"since_ms": since_ms, "limit": ALL_LOGS_LIMIT})
+    return RunLogRead(tuple(rows), since_ms, now_ms)
+
+
+def poll_runs(
+    watch: RunWatch,
+    cursor: RunCursor | None,
+    *,
+    shared: RunLogRead | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Steps[PollResult]:
+    """One poll as client calls: the run log since the horizon, then only the rollups still needed.
+
+    :param shared: a read another watcher on the connection made; used when it reaches back far
+        enough, otherwise (first start with catch-up, a restart after a long pause) the log is read
+        again from this watcher's own horizon.
 
     A failed read of the run log raises (the cursor is unchanged, the caller tries again later); a
     failed read of one rollup only keeps that run pending.
     """
-    now_ms = int(clock() * 1000)
-    rows: list[RunLogEntry] = yield Call("get_all_tap_logs", kwargs={"since_ms": watch.since_ms(cursor, now_ms)})
+    now_ms = shared.read_at_ms if shared is not None else int(clock() * 1000)
+    since_ms = watch.since_ms(cursor, now_ms)
+    rows: Sequence[RunLogEntry]
+    if shared is not None and shared.covers(since_ms):
+        rows = shared.rows
+    else:
+        rows = yield Call("get_all_tap_logs", kwargs={"since_ms": since_ms, "limit": ALL_LOGS_LIMIT})
     rollups: dict[str, Rollup] = {}
     for token in watch.new_tokens(cursor, rows):
         try:

@@ -13,6 +13,7 @@ from datris_provider.core.run_watch import (
     LANDED,
     NO_RECORDS,
     RunCursor,
+    RunLogRead,
     RunWatch,
     poll_runs,
     run_start_ms,
@@ -267,7 +268,7 @@ class _Client:
     def __init__(self, rows, statuses):
         self.rows, self.statuses, self.calls = rows, statuses, []
 
-    def get_all_tap_logs(self, *, since_ms):
+    def get_all_tap_logs(self, *, since_ms, limit):
         self.calls.append(("logs", since_ms))
         return self.rows
 
@@ -304,3 +305,25 @@ def test_a_failed_rollup_read_keeps_the_run_pending_instead_of_dropping_it():
 
     assert result.fired == ()
     assert [run.publisher_token for run in result.cursor.pending.values()] == ["pub-1"]
+
+
+def test_a_shared_read_that_reaches_back_far_enough_saves_the_watchers_own_read():
+    cursor = started_watch().cursor
+    client = _Client([], {"pub-1": _status(rollup())})
+    shared = RunLogRead((row(T0 + MINUTE, token="pub-1"),), since_ms=cursor.horizon_ms - 1, read_at_ms=T0 + 2 * MINUTE)
+
+    result = drive(poll_runs(WATCH, cursor, shared=shared), client, sleep=lambda s: None)
+
+    assert client.calls == [("status", "pub-1")]
+    assert [r.publisher_token for r in result.fired] == ["pub-1"]
+
+
+def test_a_watcher_behind_the_shared_read_reads_from_its_own_horizon():
+    cursor = started_watch().cursor
+    client = _Client([row(T0 + MINUTE, token="pub-1")], {"pub-1": _status(rollup())})
+    shared = RunLogRead((), since_ms=cursor.horizon_ms + HOUR, read_at_ms=T0 + 2 * HOUR)
+
+    result = drive(poll_runs(WATCH, cursor, shared=shared), client, sleep=lambda s: None)
+
+    assert client.calls == [("logs", cursor.horizon_ms), ("status", "pub-1")]
+    assert [r.publisher_token for r in result.fired] == ["pub-1"]

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
-from datris_provider.testing import StandInDatris
 from datris_provider.testing.config import ConfigError, load_config
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from datris_provider.testing import StandInDatris
 
 KEY = "cfg-test-key-0123456789"
 
@@ -101,7 +102,8 @@ def test_declared_faults_answer_first(served: StandInDatris) -> None:
 
 def test_keys_stay_off_unless_the_file_declares_one(tmp_path: Path) -> None:
     quiet = load_config(write(tmp_path, '[[tap]]\nname = "t"\n'))
-    explicit = load_config(write(tmp_path, f'[server]\nrequire_api_keys = false\n[[api_key]]\nvalue = "{KEY}"\nlabel = "a"\n'))
+    keys_off = f'[server]\nrequire_api_keys = false\n[[api_key]]\nvalue = "{KEY}"\nlabel = "a"\n'
+    explicit = load_config(write(tmp_path, keys_off))
 
     assert quiet.require_api_keys is False
     assert explicit.require_api_keys is False
@@ -124,7 +126,7 @@ def test_serve_taps_are_added_beside_the_declared_ones(tmp_path: Path) -> None:
         ),
         ('[[tap]]\nname = "t"\nrecords = "42"\n', "[[tap]] 1 ('t'): 'records' must be an integer, not a string ('42')"),
         ('[[tap]]\nname = "t"\nscript_seconds = "slow"\n', "[[tap]] 1 ('t'): 'script_seconds' must be a number"),
-        ('[[tap]]\nrecords = 4\n', "[[tap]] 1: missing 'name'"),
+        ("[[tap]]\nrecords = 4\n", "[[tap]] 1: missing 'name'"),
         (
             '[[tap]]\nname = "t"\npipeline_outcome = "exploded"\n',
             "[[tap]] 1 ('t'): pipeline_outcome must be one of",
@@ -135,13 +137,13 @@ def test_serve_taps_are_added_beside_the_declared_ones(tmp_path: Path) -> None:
         ('[[taps]]\nname = "t"\n', "the top level: unknown key 'taps'; did you mean 'tap'?"),
         ('[server]\nerror_stlye = "json"\n', "[server]: unknown key 'error_stlye'; did you mean 'error_style'?"),
         ('[server]\nerror_style = "yaml"\n', "[server]: error_style must be one of"),
-        ('[server]\nport = 8080\n', "[server]: unknown key 'port'"),
+        ("[server]\nport = 8080\n", "[server]: unknown key 'port'"),
         ('[[api_key]]\nvalue = 12345678\nlabel = "a"\n', "[[api_key]] 1: 'value' must be a string, not an integer"),
         (
             '[[api_key]]\nvalue = "k"\nlabel = "a"\ncapabilities = ["tap:fly:sideways=1"]\n',
             "[[api_key]] 1 (label 'a'): ",
         ),
-        ('[[fault]]\nroute = "GET /version"\nkind = "explode"\n', "[[fault]] 1: kind must be one of fail, delay, reset"),
+        ('[[fault]]\nroute = "GET /version"\nkind = "explode"\n', "[[fault]] 1: kind must be one of fail, delay"),
         ('[[fault]]\nroute = "GET /version"\nkind = "delay"\n', "[[fault]] 1 (delay): missing 'seconds'"),
         ('[[fault]]\nroute = "version"\nkind = "reset"\n', "[[fault]] 1 (reset): route must look like 'POST /tap/run'"),
         ('[[fault]]\nkind = "html"\nroute = "GET /version"\ncolour = "red"\n', "unknown key 'colour'"),

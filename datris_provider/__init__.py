@@ -46,10 +46,13 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "datris_provider.hooks.datris.DatrisHook",
                 "hook-name": "Datris",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["login", "schema", "port"],
+                    # Port stays visible: the hook puts it into the base URL, and Airflow 3.3's Test
+                    # button refuses ("Bad Request") a connection whose Port is empty.
+                    "hidden-fields": ["login", "schema"],
                     "relabeling": {"host": "Datris base URL", "password": "API key"},
                     "placeholders": {
                         "host": "https://datris.example.com",
+                        "port": "e.g. 8080, or 443 for https",
                         "password": "leave blank when the Datris install does not use API keys",
                         "extra": '{"verify": true, "timeout": 30}',
                     },
@@ -57,8 +60,13 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "verify": {
                         "label": "Verify TLS",
-                        "description": "true, false, or the path of a CA bundle to verify the server with.",
-                        "schema": {"type": ["boolean", "string", "null"], "default": True},
+                        "description": "Check the server's TLS certificate (turn off only for a test install).",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                    "ca_bundle": {
+                        "label": "CA bundle",
+                        "description": "Path of a CA bundle to check the server with, if not in the system store.",
+                        "schema": {"type": ["string", "null"]},
                     },
                     "retries": {
                         "label": "Retries",

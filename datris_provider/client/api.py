@@ -23,6 +23,7 @@ from datris_provider.client.models import (
     TapConfig,
     TapRunResponse,
 )
+from datris_provider.client.no_answer import explain_no_answer
 from datris_provider.client.responses import (
     REPEATABLE_STATUS_CODES,
     RUN_CALL_MARGIN_SECONDS,
@@ -79,12 +80,12 @@ class DatrisClient:
     def get_tap_logs(self, tap_name: str) -> list[RunLogEntry]:
         return RunLogEntry.parse_list(self._get_json("/tap/logs", params={"name": tap_name}))
 
-    def get_pipeline_status(self, token: str, *, by_pipeline_token: bool = False) -> PipelineStatus:
     def get_all_tap_logs(self, *, since_ms: int | None = None, limit: int = 5000) -> list[RunLogEntry]:
         """``GET /tap/logs/all``: every tap's run-log rows that started at or after ``since_ms`` (no rollup)."""
         params = {"limit": str(limit)} if since_ms is None else {"since": str(since_ms), "limit": str(limit)}
         return RunLogEntry.parse_list(self._get_json("/tap/logs/all", params=params))
 
+    def get_pipeline_status(self, token: str, *, by_pipeline_token: bool = False) -> PipelineStatus:
         """Jobs and events of a publisher token (every job of a run), or of one pipeline token."""
         key = "pipelinetoken" if by_pipeline_token else "publishertoken"
         return PipelineStatus.parse(self._get_json("/pipeline/status", params={key: token, "withrollup": "true"}))
@@ -102,15 +103,18 @@ class DatrisClient:
         return LineageView.parse(data)
 
     def check_key(self) -> str:
-        """Prove the key is accepted, without side effects: ``/mcp/tools``, else ``/taps`` on older servers."""
+        """Prove the key is accepted, without side effects: ``/mcp/tools``, else ``/taps`` on older servers.
+
+        :return: the route that accepted the call.
+        """
         try:
             self._get_json("/mcp/tools", attempts=1)
-            return "the API key is accepted"
+            return "GET /api/v1/mcp/tools"
         except DatrisApiError as err:
             if err.status_code != 404:
                 raise
         self._get_json("/taps", attempts=1)
-        return "the API key is accepted (checked with GET /taps)"
+        return "GET /api/v1/taps"
 
     def run_tap(self, tap_name: str, params: Mapping[str, Any], *, script_limit_seconds: float) -> TapRunResponse:
         """``POST /tap/run`` with ``mode=run``. It blocks until the tap script ends.
@@ -127,14 +131,8 @@ class DatrisClient:
                 json=body,
                 timeout=(self.settings.timeout, read_timeout),
             )
-        except requests.exceptions.ConnectTimeout as err:
-            raise DatrisRunCallInterrupted(
-                f"{route} could not connect to Datris: {type(err).__name__}.", route=route
-            ) from None
         except requests.exceptions.RequestException as err:
-            raise DatrisRunCallInterrupted(
-                f"{route} was cut before Datris answered ({type(err).__name__}).", route=route
-            ) from None
+            raise DatrisRunCallInterrupted(self._cut(err, route, read_timeout), route=route) from None
         return TapRunResponse.parse(self._reader.run_answer(response.status_code, response.content, route))
 
     def upload_file(self, path: str, pipeline: str, *, filename: str, publisher_token: str, read_timeout: float) -> str:
@@ -154,9 +152,7 @@ class DatrisClient:
                 timeout=(self.settings.timeout, read_timeout),
             )
         except requests.exceptions.RequestException as err:
-            raise DatrisRunCallInterrupted(
-                f"{route} was cut before Datris answered ({type(err).__name__}).", route=route
-            ) from None
+            raise DatrisRunCallInterrupted(self._cut(err, route, read_timeout), route=route) from None
         if response.status_code != 200:
             self._reader.json(response.status_code, response.content, route)
         return response.content.decode("utf-8", "replace")
@@ -189,6 +185,14 @@ class DatrisClient:
 
     # -- plumbing ----------------------------------------------------------------------------
 
+    def _no_answer(self, err: BaseException, route: str, read_timeout: float | None = None) -> str:
+        return explain_no_answer(
+            err, endpoint=self.settings.endpoint, route=route, timeout=self.settings.timeout, read_timeout=read_timeout
+        )
+
+    def _cut(self, err: BaseException, route: str, read_timeout: float) -> str:
+        return f"{route} was cut before Datris answered. {self._no_answer(err, route, read_timeout)}"
+
     def _get_json(self, path: str, *, params: Mapping[str, str] | None = None, attempts: int | None = None) -> Any:
         route = f"GET /api/v1{path}"
         policy = self.settings.retry
@@ -198,9 +202,7 @@ class DatrisClient:
             try:
                 response = self._session.get(self.settings.api_url + path, params=params, timeout=self.settings.timeout)
             except requests.exceptions.RequestException as err:
-                error = DatrisTransientError(
-                    f"{route} failed: {type(err).__name__} talking to {self.settings.base_url}.", route=route
-                )
+                error = DatrisTransientError(self._no_answer(err, route), route=route)
             else:
                 if response.status_code not in REPEATABLE_STATUS_CODES:
                     return self._reader.json(response.status_code, response.content, route)

@@ -23,6 +23,7 @@ from datris_provider.client.models import (
     TapConfig,
     TapRunResponse,
 )
+from datris_provider.client.no_answer import explain_no_answer
 from datris_provider.client.responses import (
     REPEATABLE_STATUS_CODES,
     RUN_CALL_MARGIN_SECONDS,
@@ -91,12 +92,12 @@ class AsyncDatrisClient:
     async def get_tap_logs(self, tap_name: str) -> list[RunLogEntry]:
         return RunLogEntry.parse_list(await self._get_json("/tap/logs", params={"name": tap_name}))
 
-    async def get_pipeline_status(self, token: str, *, by_pipeline_token: bool = False) -> PipelineStatus:
     async def get_all_tap_logs(self, *, since_ms: int | None = None, limit: int = 5000) -> list[RunLogEntry]:
         """``GET /tap/logs/all``: every tap's run-log rows that started at or after ``since_ms`` (no rollup)."""
         params = {"limit": str(limit)} if since_ms is None else {"since": str(since_ms), "limit": str(limit)}
         return RunLogEntry.parse_list(await self._get_json("/tap/logs/all", params=params))
 
+    async def get_pipeline_status(self, token: str, *, by_pipeline_token: bool = False) -> PipelineStatus:
         params = {"pipelinetoken" if by_pipeline_token else "publishertoken": token, "withrollup": "true"}
         return PipelineStatus.parse(await self._get_json("/pipeline/status", params=params))
 
@@ -109,8 +110,15 @@ class AsyncDatrisClient:
                 "/tap/run", json={"name": tap_name, "mode": "run", "params": dict(params)}, timeout=timeout
             )
         except httpx.HTTPError as err:
+            no_answer = explain_no_answer(
+                err,
+                endpoint=self.settings.endpoint,
+                route=route,
+                timeout=self.settings.timeout,
+                read_timeout=script_limit_seconds + RUN_CALL_MARGIN_SECONDS,
+            )
             raise DatrisRunCallInterrupted(
-                f"{route} was cut before Datris answered ({type(err).__name__}).", route=route
+                f"{route} was cut before Datris answered. {no_answer}", route=route
             ) from None
         return TapRunResponse.parse(self._reader.run_answer(response.status_code, response.content, route))
 
@@ -144,9 +152,10 @@ class AsyncDatrisClient:
             try:
                 response = await self._http.get(path, params=params)
             except httpx.HTTPError as err:
-                error = DatrisTransientError(
-                    f"{route} failed: {type(err).__name__} talking to {self.settings.base_url}.", route=route
+                no_answer = explain_no_answer(
+                    err, endpoint=self.settings.endpoint, route=route, timeout=self.settings.timeout
                 )
+                error = DatrisTransientError(no_answer, route=route)
             else:
                 if response.status_code not in REPEATABLE_STATUS_CODES:
                     return self._reader.json(response.status_code, response.content, route)

@@ -13,16 +13,20 @@ except ImportError:  # Airflow 3.0
 from datris_provider.client.errors import DatrisConfigError, DatrisError
 
 if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
     from datris_provider.client.api import DatrisClient
+    from datris_provider.client.models import ServerVersion
     from datris_provider.client.settings import ClientSettings, RetryPolicy
 
 
 class DatrisHook(BaseHook):
     """Talks to a Datris server described by an Airflow connection of type ``datris``.
 
-    Host is the Datris base URL (without ``/api/v1``); Password is the API key, sent as
-    ``x-api-key`` only when set; Extra may hold ``verify`` (true, false or a CA-bundle path) and
-    ``timeout`` (seconds for every call except the blocking tap run).
+    Host is the Datris base URL (without ``/api/v1``); Port, when set, goes into it; Password is the
+    API key, sent as ``x-api-key`` only when set; Extra may hold ``verify`` (true or false),
+    ``ca_bundle`` (the path of a CA bundle to verify the server with), ``timeout`` (seconds for
+    every call except the blocking tap run), ``retries``, ``retry_delay`` and ``ui_url``.
 
     :param datris_conn_id: the Airflow connection to use.
     :param retry: how calls that are safe to repeat are repeated; the default suits most servers.
@@ -42,39 +46,26 @@ class DatrisHook(BaseHook):
     def settings(self) -> ClientSettings:
         """The connection, read once and checked."""
         from datris_provider._compat import AirflowNotFoundException
-        from datris_provider.client.settings import settings_from_connection_fields
 
         try:
             conn = self.get_connection(self.datris_conn_id)
         except AirflowNotFoundException:
-            raise DatrisConfigError(
-                f"The Airflow connection '{self.datris_conn_id}' is not defined. Create a connection of type "
-                f"'datris' with that id (UI, CLI, or the AIRFLOW_CONN_{self.datris_conn_id.upper()} variable)."
-            ) from None
+            raise _not_defined(self.datris_conn_id) from None
         if conn.password:
             from airflow.sdk.log import mask_secret
 
             mask_secret(conn.password)
-        extra = conn.extra_dejson
-        if not isinstance(extra, dict):
-            raise DatrisConfigError(f"The connection '{self.datris_conn_id}' Extra must be a JSON object.")
-        settings = settings_from_connection_fields(
-            conn_id=self.datris_conn_id,
-            host=conn.host,
-            password=conn.password,
-            extra=extra,
-            retry=self._retry,
-        )
-        for warning in settings.warnings():
-            self.log.warning(warning)
-        return settings
+        return self._settings_from(conn, self.datris_conn_id)
 
     @classmethod
     async def aget_settings(cls, datris_conn_id: str, *, retry: RetryPolicy | None = None) -> ClientSettings:
-        """The connection's settings, looked up without blocking the event loop (for triggers)."""
-        from datris_provider._compat import AirflowNotFoundException
-        from datris_provider.client.settings import settings_from_connection_fields
+        """The connection's settings, looked up without blocking the event loop (for triggers).
 
+        Checked and warned about exactly as :attr:`settings` does.
+        """
+        from datris_provider._compat import AirflowNotFoundException
+
+        hook = cls(datris_conn_id, retry=retry)
         try:
             if hasattr(BaseHook, "aget_connection"):
                 conn = await BaseHook.aget_connection(datris_conn_id)
@@ -83,15 +74,29 @@ class DatrisHook(BaseHook):
 
                 conn = await sync_to_async(BaseHook.get_connection)(datris_conn_id)
         except AirflowNotFoundException:
-            raise DatrisConfigError(f"The Airflow connection '{datris_conn_id}' is not defined.") from None
+            raise _not_defined(datris_conn_id) from None
         if conn.password:
-            from airflow.sdk.log import mask_secret
+            await _amask_secret(conn.password)
+        return hook._settings_from(conn, datris_conn_id)
 
-            mask_secret(conn.password)
-        extra = conn.extra_dejson if isinstance(conn.extra_dejson, dict) else {}
-        return settings_from_connection_fields(
-            conn_id=datris_conn_id, host=conn.host, password=conn.password, extra=extra, retry=retry
+    def _settings_from(self, conn: Connection, conn_id: str | None) -> ClientSettings:
+        """The one reader of a connection's fields, for the sync and the async path.
+
+        :param conn_id: how messages name the connection; ``None`` for "This connection".
+        """
+        from datris_provider.client.settings import settings_from_connection_fields
+
+        settings = settings_from_connection_fields(
+            conn_id=conn_id,
+            host=conn.host,
+            port=conn.port,
+            password=conn.password,
+            extra=conn.extra,
+            retry=self._retry,
         )
+        for warning in settings.warnings():
+            self.log.warning(warning)
+        return settings
 
     @cached_property
     def client(self) -> DatrisClient:
@@ -104,10 +109,56 @@ class DatrisHook(BaseHook):
         return self.client
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check that Datris answers (``/version``) and accepts the key, changing nothing."""
+        """Check that Datris answers (``/version``) and accepts the key, changing nothing.
+
+        The messages name the connection as "This connection": Airflow's Test button runs the hook
+        under a throw-away connection id that would mean nothing to the user.
+        """
+        from datris_provider._compat import AirflowNotFoundException
+        from datris_provider.client.api import DatrisClient
+
         try:
-            version = self.client.get_version()
-            key_check = self.client.check_key()
+            conn = self.get_connection(self.datris_conn_id)
+        except AirflowNotFoundException:
+            return False, str(_not_defined(self.datris_conn_id))
+        try:
+            settings = self._settings_from(conn, None)
+            client = DatrisClient(settings)
+            try:
+                version = client.get_version()
+                key_check = _key_check(client, version, sent_a_key=settings.api_key is not None)
+            finally:
+                client.close()
         except DatrisError as err:
             return False, str(err)
-        return True, f"Datris {version.version} answered at {self.settings.base_url}; {key_check}."
+        return True, f"Datris {version.version} answered at {settings.endpoint}; {key_check}."
+
+
+def _key_check(client: DatrisClient, version: ServerVersion, *, sent_a_key: bool) -> str:
+    """What is true about the key, checked where the server checks keys."""
+    if version.use_api_keys is False:
+        if sent_a_key:
+            return "this Datris does not use API keys (useApiKeys is false), so the key is not checked"
+        return "this Datris does not use API keys (useApiKeys is false), so none is needed"
+    route = client.check_key()
+    if not sent_a_key:
+        return f"no API key is set, and Datris answered {route} without one"
+    return f"the API key is accepted ({route})"
+
+
+def _not_defined(conn_id: str) -> DatrisConfigError:
+    return DatrisConfigError(
+        f"The Airflow connection '{conn_id}' is not defined. Create a connection of type "
+        f"'datris' with that id (UI, CLI, or the AIRFLOW_CONN_{conn_id.upper()} variable)."
+    )
+
+
+async def _amask_secret(secret: str) -> None:
+    try:  # Task SDK 1.1+: masks without a blocking call to the supervisor from the event loop
+        from airflow.sdk.log import amask_secret
+    except ImportError:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(secret)
+    else:
+        await amask_secret(secret)

@@ -179,9 +179,10 @@ def test_kill_of_a_job_that_is_not_running_is_an_answer_not_an_error(client):
 
 
 def test_key_check_falls_back_to_taps_on_older_servers(client, datris_stand_in):
-    assert client.check_key() == "the API key is accepted"
+    assert client.check_key() == "GET /api/v1/mcp/tools"
     datris_stand_in.has_mcp_tools = False
-    assert "GET /taps" in client.check_key()
+    assert client.check_key() == "GET /api/v1/taps"
+    assert [call.route for call in datris_stand_in.requests] == ["GET /mcp/tools", "GET /mcp/tools", "GET /taps"]
 
 
 @pytest.mark.parametrize(

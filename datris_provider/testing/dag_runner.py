@@ -228,6 +228,19 @@ class _SilentStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def _drop_secret_requests(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """A structlog processor dropping Airflow 3.0's debug record of each secret it is asked to mask.
+
+    The in-process supervisor of ``dag.test()`` logs ``Sending request msg=MaskSecret(value=…)`` for
+    every connection password and sensitive variable, before the masker knows the value.
+    """
+    import structlog
+
+    if any(type(value).__name__ == "MaskSecret" for value in event_dict.values()):
+        raise structlog.DropEvent
+    return event_dict
+
+
 @contextmanager
 def _airflow_3_0_test_output() -> Iterator[None]:
     """Make Airflow 3.0's ``dag.test()`` print what later versions print.
@@ -235,8 +248,9 @@ def _airflow_3_0_test_output() -> Iterator[None]:
     - It adds a stdout handler to the ``airflow.task`` logger unless one is there, and every task
       line then shows twice (the handler, then the root logger): a handler that prints nothing
       takes its place.
-    - Its in-process supervisor logs each message at debug level, secrets sent to the masker
-      included, through structlog's unconfigured (debug) default: only info and above are kept.
+    - Its in-process supervisor logs each message at debug level, through structlog's unconfigured
+      (debug) default: only info and above are kept. Its records of secrets sent to the masker
+      are dropped at any level, also where the project configured structlog itself.
     - Tracebacks are wrapped at the terminal width (80 in a pipe), cutting messages in two.
     """
     if not _AIRFLOW_3_0:
@@ -250,12 +264,16 @@ def _airflow_3_0_test_output() -> Iterator[None]:
         task_logger.addHandler(silent)
     if not structlog.is_configured():
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    structlog.configure(processors=[_drop_secret_requests, *structlog.get_config()["processors"]])
     columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "1000"
     try:
         yield
     finally:
         task_logger.removeHandler(silent)
+        # Only this run's processor goes: whatever else configured structlog meanwhile stays.
+        kept = [step for step in structlog.get_config()["processors"] if step is not _drop_secret_requests]
+        structlog.configure(processors=kept)
         if columns is None:
             os.environ.pop("COLUMNS", None)
         else:

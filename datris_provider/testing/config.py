@@ -57,7 +57,7 @@ from datris_provider.testing.server import StandInDatris, StandInPipeline, Stand
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-__all__ = ["FAULT_METHODS", "ConfigError", "StandInConfig", "load_config", "parse_config"]
+__all__ = ["FAULT_METHODS", "ConfigError", "StandInConfig", "fault_arguments", "load_config", "parse_config"]
 
 SECTIONS = ("server", "tap", "pipeline", "api_key", "fault", "other_client_run")
 
@@ -281,6 +281,13 @@ def _checked_fault(source: str, index: int, entry: Any) -> FaultSpec:
     fields = _parameters(getattr(StandInDatris, kind))
     arguments = _checked(source, f"{where} ({kind})", {k: v for k, v in table.items() if k != "kind"}, fields)
     return FaultSpec(kind=kind, arguments=arguments)
+
+
+def fault_arguments(kind: str) -> dict[str, bool]:
+    """The arguments a fault kind takes (besides ``route``), each with whether it is required."""
+    if kind not in FAULT_METHODS:
+        raise ValueError(f"kind must be one of {', '.join(FAULT_METHODS)}, not {kind!r}")
+    return {name: spec.required for name, spec in _parameters(getattr(StandInDatris, kind)).items()}
 
 
 def _checked_other_run(source: str, index: int, entry: Any) -> dict[str, Any]:

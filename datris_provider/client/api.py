@@ -174,7 +174,7 @@ class DatrisClient:
                     self.settings.api_url + "/job/kill", json={"pipelineToken": pipeline_token}, timeout=left
                 )
             except requests.exceptions.RequestException as err:
-                answer = KillAnswer(pipeline_token, False, f"no answer ({type(err).__name__})", answered=False)
+                answer = KillAnswer(pipeline_token, False, self._no_answer(err, route, left), answered=False)
             else:
                 answer = self._reader.kill_answer(pipeline_token, response.status_code, response.content, route)
                 retry_after = retry_after_seconds(response.headers)

@@ -135,7 +135,8 @@ class AsyncDatrisClient:
             try:
                 response = await self._http.post("/job/kill", json={"pipelineToken": pipeline_token}, timeout=left)
             except httpx.HTTPError as err:
-                answer = KillAnswer(pipeline_token, False, f"no answer ({type(err).__name__})", answered=False)
+                no_answer = explain_no_answer(err, endpoint=self.settings.endpoint, route=route, timeout=left)
+                answer = KillAnswer(pipeline_token, False, no_answer, answered=False)
             else:
                 answer = self._reader.kill_answer(pipeline_token, response.status_code, response.content, route)
                 retry_after = retry_after_seconds(response.headers)

@@ -128,7 +128,7 @@ def normalise_base_url(host: str | None, port: int | None = None, *, conn_id: st
     if port and host_port is not None and host_port != port:
         raise DatrisConfigError(
             f"{subject} Host '{host}' names port {host_port} but the Port field says {port}. "
-            "Keep one: clear the Port field, or take the port out of Host."
+            "Make them agree, or take the port out of Host and keep it in the Port field."
         )
     if parts.path.rstrip("/").endswith(API_PREFIX):
         raise DatrisConfigError(

@@ -59,7 +59,7 @@ def test_port_in_host_and_the_same_port_field_agree():
 
 
 def test_port_in_host_and_a_different_port_field_are_refused():
-    with pytest.raises(DatrisConfigError, match=r"names port 8080 but the Port field says 9090\. Keep one"):
+    with pytest.raises(DatrisConfigError, match=r"names port 8080 but the Port field says 9090\. Make them agree"):
         _settings(host="http://127.0.0.1:8080", port=9090)
 
 

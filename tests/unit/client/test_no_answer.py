@@ -109,3 +109,10 @@ def _wrapped(inner: BaseException, outer: type[BaseException]) -> BaseException:
 )
 def test_each_kind_of_no_answer_is_said_plainly(err, expected):
     assert _explain(err).startswith(expected)
+
+
+def test_a_kill_that_reached_nobody_names_the_url(closed_port):
+    client = DatrisClient(_settings(closed_port), sleep=lambda _: None)
+    answer = client.kill_job("00000000-0000-0000-0000-000000000000", timeout=0.2)
+    assert not answer.answered
+    assert answer.detail.startswith(f"Nothing is listening at http://127.0.0.1:{closed_port}")

@@ -75,3 +75,16 @@ class DatrisRunStoppedError(DatrisError):
     """The wait was stopped because Airflow is killing the task."""
 
     retryable = False
+
+
+class DatrisTapBusyError(DatrisError):
+    """The tap is busy with a run this task did not start, and the task may not adopt it."""
+
+
+class DatrisRunAmbiguousError(DatrisError):
+    """A cut run call left more than one candidate run: the provider will not guess which is this task's.
+
+    A retry would post the run again, possibly loading it twice, so it is left to the user.
+    """
+
+    retryable = False

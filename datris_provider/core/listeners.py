@@ -28,3 +28,6 @@ class LogListener:
 
     def pipeline_ended(self, publisher_token: str) -> None:
         """The run's pipeline reached a terminal state (nothing to log: the events said it)."""
+
+    def posting(self, known_run_times: Sequence[str]) -> None:
+        """This task is about to post its own run (nothing to log: the core says it)."""

@@ -1,16 +1,19 @@
 """Triggers that wait on Datris in Airflow's triggerer, so no worker slot is held while Datris works.
 
-``DatrisTapRunTrigger`` makes the blocking run call (which can last an hour) and yields the script
-outcome; ``DatrisPipelineTrigger`` follows a publisher token to a terminal state, streaming each new
-event into the trigger log, and hands its cursor back so the task prints the rest with no line twice.
+``DatrisTapRunTrigger`` makes the blocking run call (which can last an hour), after waiting for a busy
+tap when the task says so, and yields the script outcome; ``DatrisPipelineTrigger`` follows a
+publisher token to a terminal state.
 
 Both run the same run-tracking steps as the synchronous operator, with the ``httpx`` client. Their
-kwargs are plain JSON, and each yields exactly one event whose ``status`` is one of
-:data:`EVENT_STATUSES`.
+kwargs are plain JSON, and each yields exactly one event of the contract in
+:mod:`datris_provider.lifecycle.events`. Neither writes Datris lines to the log: Airflow rewrites a
+trigger's log at the task's next deferral, so what a trigger learns travels in its event and the task
+prints it once when it resumes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from datris_provider.client.errors import DatrisError, DatrisWaitTimeoutError
 from datris_provider.core.listeners import LogListener
+from datris_provider.lifecycle.events import DONE, ERROR, SCRIPT_DONE, TIMEOUT, error_payload, event_payload
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -25,10 +29,6 @@ if TYPE_CHECKING:
     from datris_provider.client.async_api import AsyncDatrisClient
     from datris_provider.core.tap_run import PipelineFollower
 
-SCRIPT_DONE = "script_done"
-DONE = "done"
-TIMEOUT = "timeout"
-ERROR = "error"
 EVENT_STATUSES = frozenset({SCRIPT_DONE, DONE, TIMEOUT, ERROR})
 
 
@@ -36,22 +36,49 @@ def _event(payload: dict[str, Any]) -> TriggerEvent:
     return TriggerEvent(payload)  # type: ignore[no-untyped-call]
 
 
-def error_event(err: DatrisError, **extra: Any) -> dict[str, Any]:
-    """An event describing a failure in words the task can act on (never the API key)."""
-    return {
-        "status": ERROR,
-        "message": str(err),
-        "error_class": type(err).__name__,
-        "retryable": err.retryable,
-        **extra,
-    }
-
-
 async def _client(datris_conn_id: str) -> AsyncDatrisClient:
     from datris_provider.client.async_api import AsyncDatrisClient
     from datris_provider.hooks.datris import DatrisHook
 
     return AsyncDatrisClient(await DatrisHook.aget_settings(datris_conn_id))
+
+
+class _WarningsOnly(LogListener):
+    """The pipeline trigger's listener: poll failures are logged; event lines are the task's to print."""
+
+    def info(self, message: str) -> None:
+        pass
+
+    def error(self, message: str) -> None:
+        pass
+
+
+async def _still_deferred(trigger: BaseTrigger) -> bool:
+    """True when the task is still deferred on this trigger, so ``on_kill`` is no user's doing.
+
+    Airflow 3.3.0 calls ``on_kill`` when a trigger merely moves to another triggerer
+    (apache/airflow#73454); the task is then still deferred. Any doubt answers False.
+    """
+    ti = getattr(trigger, "task_instance", None)
+    if ti is None:
+        return False
+    try:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        states = await asyncio.wait_for(
+            asyncio.to_thread(
+                RuntimeTaskInstance.get_task_states,
+                dag_id=ti.dag_id,
+                task_ids=[ti.task_id],
+                run_ids=[ti.run_id],
+                map_index=ti.map_index,
+            ),
+            timeout=5.0,
+        )
+    except Exception:
+        return False
+    by_task = states.get(ti.run_id, {}) if isinstance(states, dict) else {}
+    return isinstance(by_task, dict) and by_task.get(ti.task_id) == "deferred"
 
 
 class DatrisTapRunTrigger(BaseTrigger):
@@ -82,24 +109,36 @@ class DatrisTapRunTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from datris_provider.core.notes import NoteCollector
         from datris_provider.core.steps import drive_async
         from datris_provider.core.tap_run import RunPlan, TapRunSpec, start_run
 
-        listener = LogListener(self.log)
+        collector = NoteCollector()
         spec = TapRunSpec.from_json(self.spec)
+        self.log.info("Starting or finding the run of Datris tap '%s'; the task log shows its messages.", spec.tap_name)
         try:
             client = await _client(self.datris_conn_id)
         except DatrisError as err:
-            yield _event(error_event(err, resume=self.resume))
+            yield _event(error_payload(err, self.resume, notes=collector.notes))
             return
         try:
-            outcome = await drive_async(start_run(spec, RunPlan.from_json(self.plan), listener, recheck=True), client)
+            plan = RunPlan.from_json(self.plan)
+            outcome = await drive_async(start_run(spec, plan, collector, recheck=True), client)
         except DatrisError as err:
-            yield _event(error_event(err, resume=self.resume))
+            yield _event(error_payload(err, self.resume, notes=collector.notes))
         else:
-            yield _event({"status": SCRIPT_DONE, "outcome": outcome.to_json(), "resume": self.resume})
+            yield _event(event_payload(SCRIPT_DONE, self.resume, outcome=outcome.to_json(), notes=collector.notes))
         finally:
             await client.aclose()
+
+    async def on_kill(self) -> None:
+        """Airflow >= 3.3: the task was stopped while the tap script ran, which Datris cannot cancel."""
+        self.log.warning(
+            "The task was stopped during the script phase of tap '%s'. Datris cannot stop a tap script: it runs "
+            "to its end, and the pipeline load it submits then runs unwatched. Check the tap's Run History in "
+            "Datris.",
+            self.spec.get("tap_name"),
+        )
 
 
 class DatrisPipelineTrigger(BaseTrigger):
@@ -112,7 +151,8 @@ class DatrisPipelineTrigger(BaseTrigger):
     :param no_job_timeout: seconds the token may show no job.
     :param max_poll_failures: failed polls in a row tolerated.
     :param deadline_at: wall-clock time (epoch seconds) after which the trigger reports ``timeout``.
-    :param cursor: events already streamed.
+    :param cursor: ignored: the task prints the events. Kept so triggers serialized by earlier
+        provider versions still load.
     :param what: how messages name what is awaited.
     :param cancel_on_kill: on Airflow >= 3.3, kill unfinished jobs when the deferred task is marked
         failed or cleared.
@@ -177,23 +217,22 @@ class DatrisPipelineTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from datris_provider.core.log_stream import EventCursor
         from datris_provider.core.steps import drive_async
         from datris_provider.core.tap_run import PipelineFollower
 
         follower = PipelineFollower(
-            LogListener(self.log),
+            _WarningsOnly(self.log),
             poll_interval=self.poll_interval,
             no_job_timeout=self.no_job_timeout,
             max_poll_failures=self.max_poll_failures,
             clock=time.time,  # wall clock: the deadline was set in another process
-            cursor=EventCursor(self.cursor),
         )
         self._follower = follower
+        self.log.info("Waiting for %s; the task log shows its events when the wait ends.", self.what)
         try:
             self._client = await _client(self.datris_conn_id)
         except DatrisError as err:
-            yield _event(error_event(err, cursor=self.cursor, unfinished=self.expected_tokens, resume=self.resume))
+            yield _event(error_payload(err, self.resume, unfinished=self.expected_tokens))
             return
         try:
             steps = follower.follow(
@@ -209,29 +248,31 @@ class DatrisPipelineTrigger(BaseTrigger):
             if self.kill_on_timeout:
                 await self._kill_unfinished()
                 killed = True
-            yield _event(self._ending(TIMEOUT, message=str(err), killed=killed))
+            yield _event(event_payload(TIMEOUT, self.resume, message=str(err), killed=killed, **self._unfinished()))
         except DatrisError as err:
-            yield _event({**error_event(err), **self._ending(ERROR)})
+            yield _event(error_payload(err, self.resume, **self._unfinished()))
         else:
-            yield _event(self._ending(DONE, rollup=rollup.to_json()))
+            self.log.info("%s ended: %s.", self.what, follower.describe_last_rollup())
+            yield _event(event_payload(DONE, self.resume, rollup=rollup.to_json(), **self._unfinished()))
         finally:
             await self._client.aclose()
             self._client = None
 
-    def _ending(self, status: str, **extra: Any) -> dict[str, Any]:
+    def _unfinished(self) -> dict[str, Any]:
         assert self._follower is not None
-        return {
-            "status": status,
-            "cursor": self._follower.cursor.to_json(),
-            "unfinished": self._follower.unfinished_tokens(self.expected_tokens),
-            "resume": self.resume,
-            **extra,
-        }
+        return {"unfinished": self._follower.unfinished_tokens(self.expected_tokens)}
 
     async def on_kill(self) -> None:
-        """Airflow >= 3.3: the deferred task was marked failed or cleared; kill the unfinished jobs."""
-        if self.cancel_on_kill:
-            await self._kill_unfinished()
+        """Airflow >= 3.3: the deferred task was marked failed or cleared; kill the unfinished jobs.
+
+        Never when the task is still deferred (a trigger moved between triggerers on Airflow 3.3.0).
+        """
+        if not self.cancel_on_kill:
+            return
+        if await _still_deferred(self):
+            self.log.warning("on_kill was called while the task is still deferred; leaving the Datris jobs running.")
+            return
+        await self._kill_unfinished()
 
     async def _kill_unfinished(self) -> None:
         from datris_provider.core.steps import drive_async

@@ -50,6 +50,7 @@ def test_tap_run_trigger_survives_serialisation_and_runs(datris, tap_trigger):
 
     assert payload["status"] == "script_done"
     assert payload["resume"] == {"k": 1}
+    assert payload["provider_version"]
     assert payload["outcome"]["publisher_token"]
     assert len(datris.calls("POST /tap/run")) == 1
 
@@ -63,15 +64,28 @@ def test_restarted_tap_run_trigger_finds_its_run_instead_of_posting_again(datris
     assert second["outcome"]["publisher_token"] == first["outcome"]["publisher_token"]
 
 
-def test_pipeline_trigger_hands_back_its_cursor(datris, tap_trigger):
+def test_pipeline_trigger_ends_with_the_rollup_and_logs_no_datris_line(datris, tap_trigger, caplog):
     token = _first_event(tap_trigger)["outcome"]["publisher_token"]
     trigger = DatrisPipelineTrigger(datris_conn_id="datris_default", publisher_token=token, poll_interval=0.02)
 
-    payload = _first_event(_round_trip(trigger))
+    with caplog.at_level("INFO"):
+        payload = _first_event(_round_trip(trigger))
 
     assert payload["status"] == "done"
     assert payload["rollup"]["allDone"] is True
-    assert len(payload["cursor"]) == len(datris.events(token))
+    assert payload["unfinished"] == []
+    # The task prints the events when it resumes; the trigger's log is rewritten by the next deferral.
+    descriptions = [event["description"] for event in datris.events(token)]
+    assert not [record for record in caplog.records if any(d in record.getMessage() for d in descriptions)]
+
+
+def test_tap_run_trigger_hands_its_messages_to_the_task(datris, tap_trigger, caplog):
+    with caplog.at_level("INFO"):
+        payload = _first_event(tap_trigger)
+
+    texts = [text for _level, text in payload["notes"]]
+    assert any(text.startswith("Running Datris tap 'orders_api_to_postgres'") for text in texts)
+    assert not [record for record in caplog.records if record.getMessage().startswith("Running Datris tap")]
 
 
 def test_pipeline_trigger_reports_timeout_with_the_unfinished_jobs(datris):
@@ -105,8 +119,8 @@ def test_errors_become_events_with_a_retry_verdict(datris):
 
 def test_unknown_or_missing_events_fail_closed():
     from datris_provider._compat import AirflowFailException
-    from datris_provider.operators._running import check_event
+    from datris_provider.lifecycle.events import read_event
 
     for event in (None, {}, {"status": "cancelled", "resume": {}}, {"status": "done"}):
-        with pytest.raises(AirflowFailException, match="does not understand"):
-            check_event(event, {"done", "timeout", "error"})
+        with pytest.raises(AirflowFailException, match="cannot act on"):
+            read_event(event, {"done", "timeout", "error"})

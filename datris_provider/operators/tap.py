@@ -85,17 +85,31 @@ class DatrisRunTapOperator(BaseOperator):
         self.datris_conn_id = datris_conn_id
         self.wait_for_completion = wait_for_completion
         self.tap_params = tap_params
-        self.wait_settings = WaitSettings.checked(
+        settings = WaitSettings.checked(
             poll_interval=poll_interval,
             timeout=timeout,
             no_job_timeout=no_job_timeout,
             max_poll_failures=max_poll_failures,
         )
+        self.poll_interval = settings.poll_interval
+        self.timeout = settings.timeout
+        self.no_job_timeout = settings.no_job_timeout
+        self.max_poll_failures = settings.max_poll_failures
         self.if_busy = if_busy
         self.busy_timeout = to_seconds(busy_timeout, name="busy_timeout", allow_zero=False)
         self.deferrable = deferrable
         self._datris_task: TapTask | None = None
         self._result: dict[str, Any] | None = None
+
+    @property
+    def wait_settings(self) -> WaitSettings:
+        """The wait arguments as one checked object (they stay attributes a DAG may change)."""
+        return WaitSettings.checked(
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
+            no_job_timeout=self.no_job_timeout,
+            max_poll_failures=self.max_poll_failures,
+        )
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         from datris_provider.lifecycle import tap

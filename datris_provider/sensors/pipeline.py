@@ -57,13 +57,19 @@ class DatrisPipelineSensor(BaseSensorOperator):
         self.pipeline_token = pipeline_token
         self.datris_conn_id = datris_conn_id
         try:
-            self.wait_settings = WaitSettings.checked(
-                poll_interval=float(self.poke_interval), timeout=float(self.timeout), no_job_timeout=no_job_timeout
-            )
+            checked = WaitSettings.checked(no_job_timeout=no_job_timeout).no_job_timeout
         except (TypeError, ValueError) as err:
             raise type(err)(f"{self.task_id}: {err}") from None
+        self.no_job_timeout = checked
         self.deferrable = deferrable
         self._follower: PipelineFollower | None = None
+
+    @property
+    def wait_settings(self) -> WaitSettings:
+        """The sensor's wait as the shared settings: its poke interval, timeout and no-job bound."""
+        return WaitSettings.checked(
+            poll_interval=float(self.poke_interval), timeout=float(self.timeout), no_job_timeout=self.no_job_timeout
+        )
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:

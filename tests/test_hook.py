@@ -139,3 +139,13 @@ def test_credentials_in_the_host_fail_the_task_at_once_and_are_shown_nowhere(dat
     assert SECRET not in repr(outcome.all_xcoms())
     assert not outcome.has_xcom("run_tap", "datris_tap_run_url")
     assert datris.requests == []
+
+
+def test_the_form_airflow_draws_has_a_port_and_a_verify_tls_switch(airflow_api):
+    (meta,) = [
+        hook for hook in airflow_api.get("/ui/connections/hook_meta").json() if hook["connection_type"] == "datris"
+    ]
+
+    assert not (meta["standard_fields"]["port"] or {}).get("hidden")
+    assert meta["extra_fields"]["verify"]["schema"]["type"] == ["boolean", "null"]
+    assert meta["extra_fields"]["ca_bundle"]["schema"]["type"] == ["string", "null"]

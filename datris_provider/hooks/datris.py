@@ -45,6 +45,10 @@ class DatrisHook(BaseHook):
     @cached_property
     def settings(self) -> ClientSettings:
         """The connection, read once and checked."""
+        return self._settings_from(self._connection(), self.datris_conn_id)
+
+    def _connection(self) -> Connection:
+        """The Airflow connection, its key registered with the secret masker."""
         from datris_provider._compat import AirflowNotFoundException
 
         try:
@@ -55,7 +59,7 @@ class DatrisHook(BaseHook):
             from airflow.sdk.log import mask_secret
 
             mask_secret(conn.password)
-        return self._settings_from(conn, self.datris_conn_id)
+        return conn
 
     @classmethod
     async def aget_settings(cls, datris_conn_id: str, *, retry: RetryPolicy | None = None) -> ClientSettings:
@@ -114,15 +118,10 @@ class DatrisHook(BaseHook):
         The messages name the connection as "This connection": Airflow's Test button runs the hook
         under a throw-away connection id that would mean nothing to the user.
         """
-        from datris_provider._compat import AirflowNotFoundException
         from datris_provider.client.api import DatrisClient
 
         try:
-            conn = self.get_connection(self.datris_conn_id)
-        except AirflowNotFoundException:
-            return False, str(_not_defined(self.datris_conn_id))
-        try:
-            settings = self._settings_from(conn, None)
+            settings = self._settings_from(self._connection(), None)
             client = DatrisClient(settings)
             try:
                 version = client.get_version()

@@ -89,7 +89,7 @@ def test_tap_run_trigger_hands_its_messages_to_the_task(datris, tap_trigger, cap
 
 
 def test_pipeline_trigger_reports_timeout_with_the_unfinished_jobs(datris):
-    datris.add_tap(StandInTap(name="forever", polls_until_end=None))
+    datris.add_tap(StandInTap(name="forever", job_seconds=None))
     spec = TapRunSpec(tap_name="forever").to_json()
     outcome = _first_event(
         DatrisTapRunTrigger(datris_conn_id="datris_default", spec=spec, plan=_plan(datris, "forever"))
@@ -124,3 +124,47 @@ def test_unknown_or_missing_events_fail_closed():
     for event in (None, {}, {"status": "cancelled", "resume": {}}, {"status": "done"}):
         with pytest.raises(AirflowFailException, match="cannot act on"):
             read_event(event, {"done", "timeout", "error"})
+
+
+def test_a_tap_run_trigger_stopped_in_the_script_phase_says_the_load_runs_unwatched():
+    trigger = DatrisTapRunTrigger(
+        datris_conn_id="datris_default", spec=TapRunSpec(tap_name="orders").to_json(), plan={}, resume={}
+    )
+    said: list[str] = []
+    trigger.log.warning = lambda message, *args: said.append(message % args)  # type: ignore[method-assign]
+
+    asyncio.run(trigger.on_kill())
+
+    (line,) = said
+    assert "script phase of tap 'orders'" in line
+    assert "Datris cannot stop a tap script" in line
+    assert "runs unwatched" in line
+
+
+def test_on_kill_of_a_trigger_whose_task_is_still_deferred_kills_nothing(monkeypatch):
+    from types import SimpleNamespace
+
+    from datris_provider.triggers import datris as triggers
+
+    trigger = DatrisPipelineTrigger(datris_conn_id="datris_default", publisher_token="t", expected_tokens=["job-1"])
+    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="run_tap", run_id="r", map_index=-1)
+    killed: list[str] = []
+
+    async def kill() -> None:
+        killed.append("job-1")
+
+    monkeypatch.setattr(trigger, "_kill_unfinished", kill)
+    monkeypatch.setattr(
+        "airflow.sdk.execution_time.task_runner.RuntimeTaskInstance.get_task_states",
+        staticmethod(lambda **kwargs: {"r": {"run_tap": "deferred"}}),
+    )
+    asyncio.run(trigger.on_kill())
+    assert killed == []
+
+    monkeypatch.setattr(
+        "airflow.sdk.execution_time.task_runner.RuntimeTaskInstance.get_task_states",
+        staticmethod(lambda **kwargs: {"r": {"run_tap": "failed"}}),
+    )
+    asyncio.run(trigger.on_kill())
+    assert killed == ["job-1"]
+    assert {"script_done", "done", "timeout", "error"} == triggers.EVENT_STATUSES

@@ -63,8 +63,13 @@ def test_sensor_example(datris, datris_dag_runner, fast_polls):
 
 
 def test_asset_example_producer(datris, datris_dag_runner, fast_polls):
+    from test_asset_dags import ORDERS_URI, _asset_events
+
     datris_dag_runner.run("datris_orders_report")
     fast_polls("datris_orders_ingest")
+    before = _asset_events(ORDERS_URI)
     outcome = datris_dag_runner.run("datris_orders_ingest")
 
     assert outcome.state == "success"
+    assert outcome.xcom("ingest_orders")["pipeline_status"] == "success"
+    assert _asset_events(ORDERS_URI) == before + 1  # the orders data landed: the report DAG is due

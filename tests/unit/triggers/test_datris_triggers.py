@@ -8,7 +8,7 @@ import pytest
 
 from datris_provider.core.tap_run import RunPlan, TapRunSpec
 from datris_provider.testing import StandInTap
-from datris_provider.triggers.datris import EVENT_STATUSES, DatrisPipelineTrigger, DatrisTapRunTrigger
+from datris_provider.triggers.datris import DatrisPipelineTrigger, DatrisTapRunTrigger
 
 
 def _first_event(trigger):
@@ -105,16 +105,20 @@ def test_pipeline_trigger_reports_timeout_with_the_unfinished_jobs(datris):
     assert payload["unfinished"] == outcome["outcome"]["pipeline_tokens"]
 
 
-def test_errors_become_events_with_a_retry_verdict(datris):
-    spec = TapRunSpec(tap_name="nightly_cron_tap").to_json()
-    # The plan was made before someone added a cron; the trigger itself does not re-check policy,
-    # so use an unknown tap to get a server error instead.
-    spec["tap_name"] = "no_such_tap"
-    payload = _first_event(DatrisTapRunTrigger(datris_conn_id="datris_default", spec=spec, plan=_plan(datris, "x")))
+def test_errors_become_events_with_a_retry_verdict(datris, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DATRIS_DEFAULT", f'{{"conn_type": "datris", "host": "{datris.url}", "extra": {{"retries": 0}}}}'
+    )
+    spec = TapRunSpec(tap_name="orders_api_to_postgres").to_json()
+    datris.fail("GET /tap", 503, times=1)
+    transient = _first_event(DatrisTapRunTrigger(datris_conn_id="datris_default", spec=spec, plan=_plan(datris, "x")))
+    datris.require_api_keys()
+    refused = _first_event(DatrisTapRunTrigger(datris_conn_id="datris_default", spec=spec, plan=_plan(datris, "x")))
 
-    assert payload["status"] == "error"
-    assert payload["status"] in EVENT_STATUSES
-    assert "Tap: no_such_tap not found" in payload["message"]
+    assert transient["status"] == refused["status"] == "error"
+    assert (transient["error_class"], transient["retryable"]) == ("DatrisTransientError", True)
+    assert refused["retryable"] is False
+    assert datris.calls("POST /tap/run") == []
 
 
 def test_unknown_or_missing_events_fail_closed():

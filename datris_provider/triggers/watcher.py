@@ -79,8 +79,8 @@ class DatrisTapRunsTrigger(BaseEventTrigger):
     """Fires one asset event per run of a Datris tap whose data landed (or per chosen outcome).
 
     The event's payload (the asset event's ``extra["payload"]``) names the run: ``tap``, ``run_time``,
-    ``run_key``, ``publisher_token``, ``pipeline_tokens``, ``pipelines``, ``record_count``, ``status``
-    (Datris's final status), ``outcome`` and ``error``.
+    ``run_key``, ``publisher`` (the publisher token), ``pipeline_jobs`` (its pipeline tokens), ``pipelines``,
+    ``record_count``, ``status`` (Datris's final status), ``outcome`` and ``error``.
 
     :param tap_name: the Datris tap to watch (typically one Datris runs on its own cron).
     :param datris_conn_id: the Airflow connection of type ``datris``.
@@ -245,6 +245,9 @@ class DatrisTapRunsTrigger(BaseEventTrigger):
             if not hasattr(self, "asset_state_store"):
                 self.log.info("This Airflow has no asset state store (3.3+): the run cursor is kept in memory.")
             return None
+        # A triggerer's first state-store call builds Airflow's in-process execution API, which can
+        # take tens of seconds; the shared reads queue up meanwhile and are folded in order.
+        self.log.info("Reading the run cursor of tap %r from the asset state store.", self.tap_name)
         try:
             cursor = RunCursor.from_json(await store.aget(CURSOR_KEY))
         except ValueError as err:

@@ -175,8 +175,8 @@ def test_each_landed_run_fires_once_with_its_details_and_history_does_not(datris
 
     events = watching.wait_for_events(3)
 
-    assert [e["publisher_token"] for e in events] == [r["publisherToken"] for r in (first, second, third)]
-    assert events[0]["pipeline_tokens"] == first["pipelineTokens"]
+    assert [e["publisher"] for e in events] == [r["publisherToken"] for r in (first, second, third)]
+    assert events[0]["pipeline_jobs"] == first["pipelineTokens"]
     assert (events[0]["tap"], events[0]["status"], events[0]["outcome"], events[0]["record_count"]) == (
         TAP,
         "success",
@@ -198,7 +198,7 @@ def test_a_failed_run_fires_nothing_by_default(datris, watch):
     good = datris_runs(datris)
 
     # Events come oldest first: the first one is the good run, so the failed ones fired nothing.
-    assert watching.wait_for_events(1)[0]["publisher_token"] == good["publisherToken"]
+    assert watching.wait_for_events(1)[0]["publisher"] == good["publisherToken"]
 
 
 def test_failed_runs_fire_when_asked_for(datris, watch):
@@ -213,7 +213,7 @@ def test_failed_runs_fire_when_asked_for(datris, watch):
 def test_a_restarted_watcher_fires_the_run_it_missed_and_nothing_twice(datris, watch, store):
     watching = watch()
     first = datris_runs(datris)
-    assert watching.wait_for_events(1)[0]["publisher_token"] == first["publisherToken"]
+    assert watching.wait_for_events(1)[0]["publisher"] == first["publisherToken"]
     watching.wait_until(lambda: store.has_seen(first["publisherToken"]), "the cursor naming the fired run")
     watching.stop()
 
@@ -221,7 +221,7 @@ def test_a_restarted_watcher_fires_the_run_it_missed_and_nothing_twice(datris, w
     restarted = watch()
     third = datris_runs(datris)
 
-    tokens = [e["publisher_token"] for e in restarted.wait_for_events(2)]
+    tokens = [e["publisher"] for e in restarted.wait_for_events(2)]
     assert tokens == [second["publisherToken"], third["publisherToken"]]
 
 
@@ -232,7 +232,7 @@ def test_datris_errors_are_ridden_out(datris, watch):
     datris.fail("GET /pipeline/status", 502, times=5)
     run = datris_runs(datris)
 
-    assert watching.wait_for_events(1)[0]["publisher_token"] == run["publisherToken"]
+    assert watching.wait_for_events(1)[0]["publisher"] == run["publisherToken"]
 
 
 def test_without_a_state_store_the_watcher_still_fires_each_run_once(datris, watch):
@@ -240,7 +240,7 @@ def test_without_a_state_store_the_watcher_still_fires_each_run_once(datris, wat
     watching.wait_until(lambda: bool(datris.calls("GET /tap/logs/all")), "the first read")
     runs = [datris_runs(datris), datris_runs(datris)]
 
-    assert [e["publisher_token"] for e in watching.wait_for_events(2)] == [r["publisherToken"] for r in runs]
+    assert [e["publisher"] for e in watching.wait_for_events(2)] == [r["publisherToken"] for r in runs]
 
 
 def test_the_tap_runs_asset_carries_the_watcher_and_is_not_a_pipeline_asset():
@@ -258,3 +258,17 @@ def test_the_tap_runs_asset_carries_the_watcher_and_is_not_a_pipeline_asset():
     assert watcher_.trigger.serialize()[1]["fire_on"] == ["landed", "no_records"]
     with pytest.raises(ValueError, match="taps/<tap>/runs"):
         sanitize_uri(urlsplit("datris://eu/taps/x"))
+
+
+@pytest.mark.dag
+def test_the_example_dag_is_scheduled_on_the_tap_runs_asset_and_runs(datris_dag_runner):
+    dag = datris_dag_runner.get_dag("datris_orders_reaction")
+    (asset,) = dag.timetable.asset_condition.objects
+    (watcher_,) = asset.watchers
+
+    assert asset.uri == "datris://default/taps/orders_nightly/runs"
+    assert watcher_.trigger.serialize()[1]["tap_name"] == "orders_nightly"
+    # Run by hand (no asset event), the report has nothing to say.
+    outcome = datris_dag_runner.run("datris_orders_reaction")
+    assert outcome.state == "success"
+    assert outcome.xcom("build_report") == []

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from datris_provider._compat import conf
-from datris_provider.lifecycle.wait import DEFAULT_TIMEOUT, WaitSettings, to_seconds
+from datris_provider.lifecycle.settings import DEFAULT_TIMEOUT, WaitArguments, to_seconds
 from datris_provider.links import DatrisPipelineJobLink, DatrisTapRunLink
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from datris_provider.lifecycle.tap import TapTask
 
 
-class DatrisRunTapOperator(BaseOperator):
+class DatrisRunTapOperator(WaitArguments, BaseOperator):
     """Trigger a Datris tap, wait for the pipeline it feeds, and stream Datris logs into the task log.
 
     The tap must have no cron in Datris (Airflow then owns its schedule); a Datris-scheduled tap is
@@ -85,31 +85,17 @@ class DatrisRunTapOperator(BaseOperator):
         self.datris_conn_id = datris_conn_id
         self.wait_for_completion = wait_for_completion
         self.tap_params = tap_params
-        settings = WaitSettings.checked(
+        self.take_wait_arguments(
             poll_interval=poll_interval,
             timeout=timeout,
             no_job_timeout=no_job_timeout,
             max_poll_failures=max_poll_failures,
         )
-        self.poll_interval = settings.poll_interval
-        self.timeout = settings.timeout
-        self.no_job_timeout = settings.no_job_timeout
-        self.max_poll_failures = settings.max_poll_failures
         self.if_busy = if_busy
         self.busy_timeout = to_seconds(busy_timeout, name="busy_timeout", allow_zero=False)
         self.deferrable = deferrable
         self._datris_task: TapTask | None = None
         self._result: dict[str, Any] | None = None
-
-    @property
-    def wait_settings(self) -> WaitSettings:
-        """The wait arguments as one checked object (they stay attributes a DAG may change)."""
-        return WaitSettings.checked(
-            poll_interval=self.poll_interval,
-            timeout=self.timeout,
-            no_job_timeout=self.no_job_timeout,
-            max_poll_failures=self.max_poll_failures,
-        )
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         from datris_provider.lifecycle import tap

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from datris_provider._compat import conf
-from datris_provider.lifecycle.wait import DEFAULT_TIMEOUT, WaitSettings
+from datris_provider.lifecycle.settings import DEFAULT_TIMEOUT, WaitArguments
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from datris_provider.lifecycle.upload import UploadTask
 
 
-class DatrisUploadFileOperator(BaseOperator):
+class DatrisUploadFileOperator(WaitArguments, BaseOperator):
     """Upload a local file to a Datris pipeline (``POST /pipeline/upload``) and wait for its jobs.
 
     The file is streamed from disk, never read whole. The task chooses the run's publisher token (a
@@ -66,29 +66,15 @@ class DatrisUploadFileOperator(BaseOperator):
         self.datris_conn_id = datris_conn_id
         self.publisher_token = publisher_token
         self.wait_for_completion = wait_for_completion
-        settings = WaitSettings.checked(
+        self.take_wait_arguments(
             poll_interval=poll_interval,
             timeout=timeout,
             no_job_timeout=no_job_timeout,
             max_poll_failures=max_poll_failures,
         )
-        self.poll_interval = settings.poll_interval
-        self.timeout = settings.timeout
-        self.no_job_timeout = settings.no_job_timeout
-        self.max_poll_failures = settings.max_poll_failures
         self.deferrable = deferrable
         self._datris_task: UploadTask | None = None
         self._result: dict[str, Any] | None = None
-
-    @property
-    def wait_settings(self) -> WaitSettings:
-        """The wait arguments as one checked object (they stay attributes a DAG may change)."""
-        return WaitSettings.checked(
-            poll_interval=self.poll_interval,
-            timeout=self.timeout,
-            no_job_timeout=self.no_job_timeout,
-            max_poll_failures=self.max_poll_failures,
-        )
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         from datris_provider.lifecycle import upload

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator
 
 from datris_provider._compat import conf
-from datris_provider.lifecycle.wait import WaitSettings
+from datris_provider.lifecycle.settings import WaitSettings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from datris_provider.lifecycle.wait import WaitSettings
+from datris_provider.lifecycle.settings import WaitSettings
 
 
 def test_numbers_and_timedeltas_are_the_same_seconds():

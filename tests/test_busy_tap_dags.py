@@ -37,7 +37,7 @@ def _assert_reports_its_own_window(outcome, datris):
     datris.journal.assert_no_overlapping_runs(TAP)
 
 
-@pytest.mark.parametrize("dag_id", ["busy_window", "busy_window_deferred"])
+@pytest.mark.parametrize("dag_id", ["busy_window", "busy_window_deferred", "busy_window_taskflow"])
 def test_a_window_waits_for_a_run_in_flight_then_runs_its_own(shared_tap, datris_dag_runner, dag_id):
     shared_tap.other_client_run(TAP, params=OTHER, when="on_tap_read")
 

@@ -193,7 +193,8 @@ def datris_tap_task(python_callable: Callable[..., Any] | None = None, **kwargs:
         arguments).
     :param kwargs: :class:`~datris_provider.operators.tap.DatrisRunTapOperator` arguments
         (``tap_name`` is required; ``datris_conn_id``, ``wait_for_completion``, ``poll_interval``,
-        ``tap_params``, ``timeout``, ``no_job_timeout``, ``max_poll_failures``) and ``BaseOperator``
+        ``tap_params``, ``timeout``, ``no_job_timeout``, ``max_poll_failures``, ``if_busy``,
+        ``busy_timeout``) and ``BaseOperator``
         arguments (``task_id``, ``retries``, ...). ``multiple_outputs=True`` is refused.
     :return: a TaskFlow decorator.
     """

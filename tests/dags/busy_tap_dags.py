@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 
 from datris_provider.operators import DatrisRunTapOperator
 
@@ -30,3 +30,11 @@ busy_no_params_deferred = busy_dag("busy_no_params_deferred", deferrable=True)
 busy_window_fail = busy_dag("busy_window_fail", tap_params=WINDOW, if_busy="fail")
 busy_window_join = busy_dag("busy_window_join", tap_params=WINDOW, if_busy="join")
 busy_window_short_wait = busy_dag("busy_window_short_wait", tap_params=WINDOW, busy_timeout=0.3)
+
+with DAG("busy_window_taskflow", schedule=None, start_date=START, catchup=False, tags=["datris-tests"]):
+
+    @task.datris_tap(tap_name=TAP, poll_interval=0.05)
+    def run_tap(ds=None):
+        return {"since": ds}
+
+    run_tap()

@@ -18,6 +18,9 @@ from datris_provider.testing.dag_runner import connection_json
 from datris_provider.triggers.watcher import CURSOR_KEY, DatrisTapRunsTrigger
 
 TAP = "orders_nightly"
+# Datris schedules the tap, but its cron must not fire by itself during the test (the stand-in runs
+# a fast clock): the runs a test makes are then all the runs there are.
+YEARLY_CRON = "0 0 6 1 1 ?"
 EVENT_WAIT = 20.0
 
 if TYPE_CHECKING:
@@ -37,7 +40,7 @@ def datris(_server, monkeypatch):
     """The stand-in with one Datris-scheduled tap, and a connection that repeats failed reads quickly."""
     _server.reset_state()
     monkeypatch.setenv("AIRFLOW_CONN_DATRIS_DEFAULT", connection_json(_server.url, extra={"retry_delay": 0.01}))
-    _server.add_tap(StandInTap(name=TAP, cron="0 0 6 * * ?", target_pipeline="orders", records=42))
+    _server.add_tap(StandInTap(name=TAP, cron=YEARLY_CRON, target_pipeline="orders", records=42))
     yield _server
     _server.wait_until_idle()
 
@@ -235,14 +238,22 @@ def test_a_restarted_watcher_fires_the_run_it_missed_and_nothing_twice(datris, w
     assert sorted(tokens) == sorted([second["publisherToken"], third["publisherToken"]])
 
 
-def test_datris_errors_are_ridden_out(datris, watch):
+def test_datris_errors_and_a_datris_restart_are_ridden_out(datris, watch):
     watching = watch()
     # More failures in a row than the client repeats one read: the watcher itself tries again later.
     datris.fail("GET /tap/logs/all", 503, times=9)
     datris.fail("GET /pipeline/status", 502, times=5)
     run = datris_runs(datris)
+    # Datris restarting: connections cut, then its stored run log answers again.
+    datris.reset("GET /tap/logs/all", times=6)
+    datris.reset("GET /pipeline/status", times=6)
+    later = datris_runs(datris)
 
-    assert watching.wait_for_events(1)[0]["publisher"] == run["publisherToken"]
+    events = watching.wait_for_events(2)
+    assert sorted(e["publisher"] for e in watching.settle(datris)) == sorted(
+        [run["publisherToken"], later["publisherToken"]]
+    )
+    assert len(events) == 2
 
 
 def test_without_a_state_store_the_watcher_still_fires_each_run_once(datris, watch):
@@ -287,7 +298,7 @@ def test_the_example_dag_is_scheduled_on_the_tap_runs_asset_and_runs(datris_dag_
 def test_watchers_on_one_connection_share_each_read_of_the_run_log(datris, monkeypatch):
     shared_stream = pytest.importorskip("airflow.triggers.shared_stream", reason="shared streams need Airflow 3.3")
     other = "customers_nightly"
-    datris.add_tap(StandInTap(name=other, cron="0 0 7 * * ?", target_pipeline="customers", records=7))
+    datris.add_tap(StandInTap(name=other, cron=YEARLY_CRON, target_pipeline="customers", records=7))
     shared_reads = []
     opened = DatrisTapRunsTrigger.open_shared_stream.__func__  # type: ignore[attr-defined]
 

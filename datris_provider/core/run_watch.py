@@ -264,6 +264,12 @@ class RunWatch:
                 del pending[key]
                 seen[key] = run.started_ms
                 decided.append(_decide_pending(key, run, rollup))
+            elif rollup is not None and not rollup.jobs and now_ms - run.started_ms > self.lookback_ms:
+                # Datris answers "processing, no jobs" forever for a token it has no job for; a job it
+                # knows ends by itself (timed_out after 8 h at the latest).
+                del pending[key]
+                seen[key] = run.started_ms
+                decided.append(_no_jobs(key, run))
 
         history: list[LandedRun] = []
         # Oldest first; Datris lists the newest first, and same-second rows newest-written first.
@@ -333,6 +339,22 @@ def _decide_pending(key: str, run: PendingRun, rollup: Rollup) -> LandedRun:
         status=rollup.status,
         outcome=LANDED if rollup.status in ("success", "warning") else FAILED,
         error=_first_error(rollup),
+    )
+
+
+def _no_jobs(key: str, run: PendingRun) -> LandedRun:
+    return LandedRun(
+        key=key,
+        tap_name=run.tap_name,
+        run_time=run.run_time,
+        started_ms=run.started_ms,
+        publisher_token=run.publisher_token,
+        pipeline_tokens=(),
+        pipelines=(),
+        record_count=run.record_count,
+        status="error",
+        outcome=FAILED,
+        error="Datris reports no pipeline job for this run's publisher token.",
     )
 
 

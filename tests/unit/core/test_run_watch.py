@@ -327,3 +327,16 @@ def test_a_watcher_behind_the_shared_read_reads_from_its_own_horizon():
 
     assert client.calls == [("logs", cursor.horizon_ms), ("status", "pub-1")]
     assert [r.publisher_token for r in result.fired] == ["pub-1"]
+
+
+def test_a_run_whose_token_never_shows_a_job_is_given_up_as_failed_after_the_lookback():
+    cursor = started_watch().cursor
+    no_jobs = Rollup.parse({"allDone": False, "status": "processing", "jobs": []})
+    run = row(T0 + MINUTE, token="pub-ghost")
+
+    waiting = WATCH.observe(cursor, [run], {"pub-ghost": no_jobs}, T0 + 30 * MINUTE)
+    given_up = WATCH.observe(waiting.cursor, [], {"pub-ghost": no_jobs}, T0 + 2 * HOUR)
+
+    assert waiting.fired == () and list(waiting.cursor.pending)
+    assert [(r.outcome, r.publisher_token) for r in given_up.decided] == [(FAILED, "pub-ghost")]
+    assert given_up.fired == () and given_up.cursor.pending == {}

@@ -18,6 +18,7 @@ decides what to do about it:
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from datris_provider.client.errors import DatrisConfigError, DatrisTapBusyError, DatrisTransientError
@@ -38,6 +39,9 @@ BUSY_ACTIONS = (WAIT, JOIN, FAIL)
 RUN_IN_FLIGHT = "a run of the tap is in flight on Datris (lastRunStatus: running)"
 DEBOUNCED = "Datris debounced this task's run call: another run of the tap started less than 5 s before it"
 
+# "Tap 'x' was triggered 1200 ms ago; ignoring this duplicate request (debounce window: 5000 ms)."
+DEBOUNCE_TEXT = re.compile(r"triggered (\d+) ms ago.*debounce window: (\d+) ms", re.DOTALL)
+
 # The run in flight can last the whole script limit; staging and the debounce window come after it.
 BUSY_WAIT_MARGIN_SECONDS = 300.0
 # A waiting task says what it waits for at least this often.
@@ -53,6 +57,15 @@ def resolve_if_busy(if_busy: str | None, params: Mapping[str, Any] | None, *, ow
             f"{owner}: if_busy must be one of {', '.join(repr(a) for a in BUSY_ACTIONS)}, not {if_busy!r}."
         )
     return if_busy
+
+
+def debounce_left_seconds(error: str | None) -> float:
+    """Seconds left of the debounce window a ``debounced`` answer reports (0 when it does not say)."""
+    found = DEBOUNCE_TEXT.search(error or "")
+    if found is None:
+        return 0.0
+    ago_ms, window_ms = (int(group) for group in found.groups())
+    return max(0.0, (window_ms - ago_ms) / 1000.0)
 
 
 def busy_error(tap_name: str, reason: str, *, action: str, waited: float | None = None) -> DatrisTapBusyError:
@@ -76,6 +89,7 @@ def wait_until_idle(
     poll_interval: float,
     bound: float,
     waited_before: float = 0.0,
+    first_sleep: float = 0.0,
 ) -> Steps[tuple[TapConfig, float]]:
     """Poll ``GET /tap`` until no run is in flight; return the idle tap and the seconds waited in all.
 
@@ -88,8 +102,12 @@ def wait_until_idle(
         f"(up to {bound:g} s; if_busy='wait')."
     )
     last_report = waited
-    # After a debounce the tap may already be idle, yet still inside the window: always sleep once.
+    # After a debounce the tap may already be idle, yet still inside the window: sleep past it first.
     first = reason == DEBOUNCED
+    if first and first_sleep > poll_interval:
+        yield Sleep(first_sleep)
+        waited += first_sleep
+        first = False
     while True:
         if not first:
             try:

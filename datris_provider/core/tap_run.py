@@ -35,6 +35,7 @@ from datris_provider.core.busy import (
     RUN_IN_FLIGHT,
     WAIT,
     busy_error,
+    debounce_left_seconds,
     wait_until_idle,
 )
 from datris_provider.core.log_stream import EventCursor, describe_event, iter_lines
@@ -355,6 +356,7 @@ def start_run(spec: TapRunSpec, plan: RunPlan, listener: RunListener, *, recheck
     if plan.join_in_flight:
         return (yield from find_run_after(spec, plan, listener, reason="a run was already in flight"))
     waited = 0.0
+    debounce_left = 0.0
     if recheck and plan.busy_reason is None:
         tap = yield Call("get_tap", (spec.tap_name,))
         history: list[RunLogEntry] = yield Call("get_tap_logs", (spec.tap_name,))
@@ -373,6 +375,7 @@ def start_run(spec: TapRunSpec, plan: RunPlan, listener: RunListener, *, recheck
                 poll_interval=spec.poll_interval,
                 bound=bound,
                 waited_before=waited,
+                first_sleep=debounce_left,
             )
             # Rows the other run wrote are not this task's run, should this call be cut.
             plan = plan.with_history((yield Call("get_tap_logs", (spec.tap_name,))))
@@ -394,6 +397,7 @@ def start_run(spec: TapRunSpec, plan: RunPlan, listener: RunListener, *, recheck
         if outcome.status != "skipped" or spec.if_busy == JOIN:
             return outcome
         # A debounced call ran nothing, so posting again once the tap is idle cannot run it twice.
+        debounce_left = debounce_left_seconds(outcome.error)
         plan = busy_plan(spec, plan, DEBOUNCED, listener)
 
 

@@ -98,10 +98,11 @@ def version() -> ServerVersion:
     return ServerVersion.parse({"version": "1.53.0", "tapRunTimeoutSeconds": "3600"})
 
 
-def run(spec: TapRunSpec, datris: ScriptedDatris, notes: NoteCollector | None = None) -> Any:
+def run(spec: TapRunSpec, datris: ScriptedDatris, notes: NoteCollector | None = None, sleeps=None) -> Any:
     notes = notes or NoteCollector()
-    plan = drive(plan_run(spec, notes), datris, lambda seconds: None)
-    return drive(start_run(spec, plan, notes, recheck=False), datris, lambda seconds: None), notes
+    sleeps = [] if sleeps is None else sleeps
+    plan = drive(plan_run(spec, notes), datris, sleeps.append)
+    return drive(start_run(spec, plan, notes, recheck=False), datris, sleeps.append), notes
 
 
 def test_params_pick_wait_and_no_params_pick_join():
@@ -144,6 +145,28 @@ def test_a_debounced_window_posts_again_once_the_tap_is_idle():
     assert outcome.publisher_token == TOKEN
     assert datris.count("run_tap") == 2
     assert any("debounced this task's run call" in text for _, text in notes.notes)
+
+
+def test_a_debounced_window_sleeps_past_the_window_the_answer_reports():
+    answer = debounced()
+    windowed = TapRunResponse.parse(
+        {
+            "tap": "orders",
+            "status": "skipped",
+            "mode": "run",
+            "persisted": False,
+            "persistedReason": "debounced",
+            "recordCount": 0,
+            "error": f"{answer.error} (debounce window: 5000 ms). Wait for the window to pass.",
+        }
+    )
+    datris = ScriptedDatris(get_version=[version()], get_tap=[tap()], get_tap_logs=[[]], run_tap=[windowed, accepted()])
+    sleeps: list[float] = []
+
+    run(TapRunSpec(tap_name="orders", params={"since": "x"}, if_busy="wait", poll_interval=1), datris, sleeps=sleeps)
+
+    assert sleeps == [pytest.approx(3.8)]
+    assert datris.count("run_tap") == 2
 
 
 def test_a_busy_wait_past_its_bound_fails_with_an_error_a_retry_can_act_on():

@@ -33,6 +33,9 @@ class RecordingListener:
     def pipeline_ended(self, publisher_token) -> None:
         self.lines.append(("info", f"ended {publisher_token}"))
 
+    def posting(self, known_run_times) -> None:
+        self.lines.append(("info", f"posting after {len(known_run_times)} known run(s)"))
+
     def text(self) -> str:
         return "\n".join(message for _, message in self.lines)
 

@@ -204,7 +204,7 @@ class RunWatch:
     catch_up_runs: int = 0
 
     def __post_init__(self) -> None:
-        if not self.tap_name or not self.tap_name.strip():
+        if not isinstance(self.tap_name, str) or not self.tap_name.strip():
             raise DatrisConfigError("The Datris run watcher needs the name of the tap to watch (tap_name).")
         unknown = set(self.fire_on) - OUTCOMES
         if unknown or not self.fire_on:

@@ -95,7 +95,7 @@ def test_if_busy_fail_fails_without_posting(shared_tap, datris_dag_runner):
 
 
 def test_a_wait_past_busy_timeout_fails_saying_nothing_was_loaded(shared_tap, datris_dag_runner):
-    shared_tap.tap(TAP).script_seconds = 600.0
+    shared_tap.tap(TAP).script_seconds = 60.0  # far longer than busy_timeout, on the stand-in's clock
     shared_tap.other_client_run(TAP, params=OTHER, when="on_tap_read")
 
     outcome = datris_dag_runner.run("busy_window_short_wait")

@@ -75,7 +75,7 @@ def busy_error(tap_name: str, reason: str, *, action: str, waited: float | None 
             "run. Retry once the other run has ended, or set if_busy='wait' to wait for it."
         )
     return DatrisTapBusyError(
-        f"Tap '{tap_name}' stayed busy for {waited:.0f} s, the task's busy_timeout: {reason}. This task's own "
+        f"Tap '{tap_name}' stayed busy for {waited:.3g} s, the task's busy_timeout: {reason}. This task's own "
         "run was never started, so nothing was loaded for it; a retry waits again. Raise busy_timeout if "
         "runs of this tap take longer."
     )

@@ -53,11 +53,16 @@ class _WarningsOnly(LogListener):
         pass
 
 
-async def _still_deferred(trigger: BaseTrigger) -> bool:
-    """True when the task is still deferred on this trigger, so ``on_kill`` is no user's doing.
+# Task states in which a try of the task is still, or again, at work: its run is not for this trigger to kill.
+TASK_LIVES_ON = frozenset({"deferred", "running", "queued", "scheduled", "up_for_retry", "up_for_reschedule"})
+
+
+async def _task_lives_on(trigger: BaseTrigger) -> bool:
+    """True when the task is still deferred, or a newer try of it runs, so ``on_kill`` is no user's stop.
 
     Airflow 3.3.0 calls ``on_kill`` when a trigger merely moves to another triggerer
-    (apache/airflow#73454); the task is then still deferred. Any doubt answers False.
+    (apache/airflow#73454): the task is then still deferred. After a scheduler reset a newer try may
+    already follow the run. Any doubt answers False, and the jobs are killed as the user asked.
     """
     ti = getattr(trigger, "task_instance", None)
     if ti is None:
@@ -78,7 +83,7 @@ async def _still_deferred(trigger: BaseTrigger) -> bool:
     except Exception:
         return False
     by_task = states.get(ti.run_id, {}) if isinstance(states, dict) else {}
-    return isinstance(by_task, dict) and by_task.get(ti.task_id) == "deferred"
+    return isinstance(by_task, dict) and by_task.get(ti.task_id) in TASK_LIVES_ON
 
 
 class DatrisTapRunTrigger(BaseTrigger):
@@ -265,12 +270,16 @@ class DatrisPipelineTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """Airflow >= 3.3: the deferred task was marked failed or cleared; kill the unfinished jobs.
 
-        Never when the task is still deferred (a trigger moved between triggerers on Airflow 3.3.0).
+        Never while the task is still deferred (a trigger moved between triggerers on Airflow 3.3.0) or a
+        newer try of it runs (it may follow the same run).
         """
         if not self.cancel_on_kill:
             return
-        if await _still_deferred(self):
-            self.log.warning("on_kill was called while the task is still deferred; leaving the Datris jobs running.")
+        if await _task_lives_on(self):
+            self.log.warning(
+                "on_kill was called while the task is still deferred or a newer try runs; leaving the Datris "
+                "jobs running."
+            )
             return
         await self._kill_unfinished()
 

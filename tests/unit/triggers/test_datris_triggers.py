@@ -145,7 +145,7 @@ def test_a_tap_run_trigger_stopped_in_the_script_phase_says_the_load_runs_unwatc
     assert "runs unwatched" in line
 
 
-def test_on_kill_of_a_trigger_whose_task_is_still_deferred_kills_nothing(monkeypatch):
+def test_on_kill_of_a_trigger_whose_task_lives_on_kills_nothing(monkeypatch):
     from types import SimpleNamespace
 
     from datris_provider.triggers import datris as triggers
@@ -161,6 +161,13 @@ def test_on_kill_of_a_trigger_whose_task_is_still_deferred_kills_nothing(monkeyp
     monkeypatch.setattr(
         "airflow.sdk.execution_time.task_runner.RuntimeTaskInstance.get_task_states",
         staticmethod(lambda **kwargs: {"r": {"run_tap": "deferred"}}),
+    )
+    asyncio.run(trigger.on_kill())
+    assert killed == []
+
+    monkeypatch.setattr(
+        "airflow.sdk.execution_time.task_runner.RuntimeTaskInstance.get_task_states",
+        staticmethod(lambda **kwargs: {"r": {"run_tap": "running"}}),  # a newer try took over
     )
     asyncio.run(trigger.on_kill())
     assert killed == []

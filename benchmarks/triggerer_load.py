@@ -93,7 +93,7 @@ def serve() -> int:
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log: it costs the server CPU
     datris = StandInDatris(debounce_seconds=0).start()
-    datris.add_tap(StandInTap(name=TAP, target_pipeline="bench", records=3, polls_until_end=None))
+    datris.add_tap(StandInTap(name=TAP, target_pipeline="bench", records=3, job_seconds=None))
     print(json.dumps({"url": datris.url}), flush=True)
     try:
         with httpx.Client(base_url=datris.api_url, timeout=30) as http:

@@ -29,7 +29,7 @@ STANDARD_TAPS = [
     StandInTap(name="dq_warning_tap", pipeline_outcome="warning"),
     StandInTap(name="docs_tap", tap_type="document", documents=2, target_pipeline="documents"),
     StandInTap(name="slow_tap", script_seconds=0.3),
-    StandInTap(name="endless_tap", polls_until_end=None),
+    StandInTap(name="endless_tap", job_seconds=None),
 ]
 
 

@@ -36,7 +36,7 @@ def big_logs() -> list[str]:
 def datris(datris_stand_in, datris_connection, monkeypatch):
     datris_stand_in.require_api_keys()
     datris_stand_in.add_api_key(KEY, label="airflow")
-    datris_stand_in.add_tap(story_tap(FAULT_TAP, polls_until_end=3))
+    datris_stand_in.add_tap(story_tap(FAULT_TAP, job_seconds=6.0))
     datris_stand_in.add_tap(StandInTap(name=BIG_LOGS_TAP, target_pipeline="orders", logs=big_logs()))
     monkeypatch.setenv("AIRFLOW_CONN_DATRIS_DEFAULT", connection_json(datris_stand_in.url, api_key=KEY, extra=EXTRA))
     return datris_stand_in

@@ -47,7 +47,7 @@ def prepare(stand_in) -> None:
     stand_in.require_api_keys()
     stand_in.add_api_key(KEY, label="airflow")
     stand_in.add_tap(story_tap(FAULT_TAP))
-    stand_in.add_tap(story_tap(ENDLESS_TAP, polls_until_end=None))
+    stand_in.add_tap(story_tap(ENDLESS_TAP, job_seconds=None))
 
 
 @pytest.fixture
@@ -225,7 +225,10 @@ def test_run_call_stopped_before_the_tap_ran_is_retried_by_airflow_once(datris, 
 @pytest.mark.parametrize("dag_id", MODES)
 def test_poll_failures_beyond_max_poll_failures_retry_and_attach_to_the_run(datris, datris_dag_runner, dag_id):
     # Two polls get through (their events are printed), then the polls fail until the try gives up.
-    datris.tap(FAULT_TAP).polls_until_end = 5
+    # The job starts at once and ends only once those polls have failed: the clock stands still till then.
+    datris.clock.pause()
+    datris.scheduler_tick_seconds = 0
+    datris.advance_clock_when(lambda: len([r for r in datris.requests if r.fault == "fail"]) == BUDGET.poll_burst, 60)
     datris.delay(STATUS, 0.01, times=2)
     datris.fail(STATUS, 503, times=BUDGET.poll_burst)
 
@@ -250,7 +253,7 @@ def test_retry_after_the_pipeline_ended_unseen_does_not_post_again(datris, datri
     # Every poll times out at the client, but the server still handles it, so the job ends meanwhile.
     extra = {"retries": 0, "retry_delay": 0.01, "timeout": BUDGET.request_timeout}
     monkeypatch.setenv("AIRFLOW_CONN_DATRIS_DEFAULT", connection_json(datris.url, api_key=KEY, extra=extra))
-    datris.tap(FAULT_TAP).polls_until_end = 2
+    datris.tap(FAULT_TAP).job_seconds = 4.0
     datris.delay(STATUS, BUDGET.request_timeout + 0.3, times=BUDGET.max_poll_failures + 1)
 
     outcome = datris_dag_runner.run("fault_sync")

@@ -158,6 +158,9 @@ class KeyRing:
             if self.store_down:
                 return Reply.json({"error": "API key metadata unavailable"}, 503)
             if api_key is None or api_key.revoked:
+                if error_style == "stacktrace":
+                    # Older servers have no interceptor for this: the controller's validate() throws.
+                    return controller_error(error_style, "Invalid x-api-key", path)
                 return Reply.json({"error": "API key is revoked or invalid"}, 401)
             caller = Caller(api_key.label, api_key.capabilities)
             if required is not None and not caller.holds(required):

@@ -196,6 +196,9 @@ class Dispatcher:
             )
         if isinstance(caller, Reply):
             return caller
+        state = self.context.state
+        with state.lock:
+            state.catch_up_locked()  # answer as of now, even if the scheduler thread has not looked yet
         try:
             return route.handler(self.context, call, caller)
         except DatrisError as problem:

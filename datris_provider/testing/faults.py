@@ -280,15 +280,15 @@ def _run_never_started(rng: random.Random) -> Fault:
 # --------------------------------------------------------------------------------------------------
 
 
-def story_tap(name: str = "fault_tap", *, lines: int = 6, polls_until_end: int | None = 4, **fields: Any) -> StandInTap:
-    """A tap whose script prints ``lines`` distinct lines and whose job takes ``polls_until_end`` polls.
+def story_tap(name: str = "fault_tap", *, lines: int = 6, job_seconds: float | None = 8.0, **fields: Any) -> StandInTap:
+    """A tap whose script prints ``lines`` distinct lines and whose job runs ``job_seconds``.
 
     Every line and every pipeline event is different, so a line printed twice or not at all shows.
 
     :param name: the tap name.
     :param lines: how many script log lines.
-    :param polls_until_end: status polls before the job ends (more than 2 spreads its events over
-        polls; ``None``: it never ends by itself, for kill tests).
+    :param job_seconds: stand-in seconds the started job runs (long enough to spread its events over
+        several status polls; ``None``: it never ends by itself, for kill tests).
     :param fields: any other :class:`~datris_provider.testing.server.StandInTap` field.
     """
     from datris_provider.testing.server import StandInTap
@@ -298,7 +298,7 @@ def story_tap(name: str = "fault_tap", *, lines: int = 6, polls_until_end: int |
         for index in range(1, lines + 1)
     ]
     values: dict[str, Any] = {"target_pipeline": "orders", "records": 3, "logs": logs, **fields}
-    return StandInTap(name=name, polls_until_end=polls_until_end, **values)
+    return StandInTap(name=name, job_seconds=job_seconds, **values)
 
 
 # --------------------------------------------------------------------------------------------------

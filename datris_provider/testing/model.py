@@ -8,11 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from datris_provider.testing.cron import CronExpression
+
 if TYPE_CHECKING:
     import threading
 
 __all__ = [
     "DEFAULT_DATASET",
+    "DEFAULT_JOB_SECONDS",
     "DEFAULT_PIPELINE_ERROR",
     "DEFAULT_PIPELINE_WARNING",
     "JOB_CANCELLED",
@@ -22,6 +25,7 @@ __all__ = [
     "PIPELINE_OUTCOMES",
     "TAP_TYPES",
     "DatrisError",
+    "RecordedKill",
     "RecordedRequest",
     "RecordedUpload",
     "ScriptRun",
@@ -45,6 +49,16 @@ JOB_CANCELLED = "CANCELLED"
 
 # The dataset a pipeline lands into unless add_pipeline says otherwise; "{name}" is the pipeline name.
 DEFAULT_DATASET = "postgres:datris.public.{name}"
+
+# How long a started job runs unless the tap or pipeline says otherwise (stand-in seconds).
+DEFAULT_JOB_SECONDS = 2.0
+
+
+def _check_job_times(job_start_seconds: float, job_seconds: float | None) -> None:
+    if job_start_seconds < 0:
+        raise ValueError("job_start_seconds cannot be negative")
+    if job_seconds is not None and job_seconds < 0:
+        raise ValueError("job_seconds cannot be negative (None: the job never ends on its own)")
 
 
 class DatrisError(Exception):
@@ -74,23 +88,25 @@ class StandInTap:
     :param name: the tap name.
     :param target_pipeline: the pipeline the run feeds; None means nothing is persisted
         (``persistedReason: no_target_pipeline``).
-    :param cron: a 6-field Quartz expression such as ``0 0 6 * * ?``. The server does not refuse
-        manual runs of cron taps; this only shows in the tap config.
-    :param enabled: shown in the tap config; like the real server, disabled taps still run.
+    :param cron: a 6-field Quartz expression such as ``0 0 6 * * ?``. An enabled cron tap is fired by
+        the stand-in's scheduler on its clock. The server does not refuse manual runs of cron taps.
+    :param enabled: a disabled tap is not fired by cron; like the real server, it still runs when asked.
     :param tap_type: ``structured`` (one job per run) or ``document`` (one job per new document).
     :param records: how many records (documents, for a document tap) the script returns.
     :param documents: for a document tap, how many of the returned documents are new and become jobs.
         ``0`` with ``records > 0`` gives ``persisted: true`` with no publisherToken (all already ingested).
     :param logs: the script output lines; by default realistic ``[wrapper]`` lines are generated.
-    :param script_seconds: how long ``POST /tap/run`` blocks while the script "runs".
+    :param script_seconds: how long (stand-in seconds) ``POST /tap/run`` blocks while the script "runs".
     :param error: a script failure message; the run answers ``status: failure`` / ``run_error``.
     :param pipeline_outcome: how the jobs end: ``success``, ``warning`` or ``error``.
     :param pipeline_error: the description of the loader's error event for the ``error`` outcome.
     :param pipeline_warning: the description of the DataQuality warning for the ``warning`` outcome.
     :param loader: the loader process name used in events (None: no loader event on success).
     :param data_type: ``json`` or ``csv`` for a structured tap (document taps report ``document``).
-    :param polls_until_start: status polls before the job's ``JobRunner`` starts (becomes killable).
-    :param polls_until_end: status polls before the job ends; None means it never ends by itself.
+    :param job_start_seconds: stand-in seconds a submitted job waits before the scheduler may start
+        it, on top of the wait for the next 5 s scheduler tick.
+    :param job_seconds: stand-in seconds a started job runs (it is killable meanwhile); None means it
+        never ends by itself.
     :param description: the tap description (left out of JSON when None).
     :param owner: ``createdByKeyLabel``, used by ``owner=self`` capability scopes.
     :param gate: optional event the script phase waits for (on top of ``script_seconds``), so a test
@@ -115,8 +131,8 @@ class StandInTap:
     pipeline_warning: str = DEFAULT_PIPELINE_WARNING
     loader: str | None = "PostgresLoader"
     data_type: str = "json"
-    polls_until_start: int = 1
-    polls_until_end: int | None = 2
+    job_start_seconds: float = 0.0
+    job_seconds: float | None = DEFAULT_JOB_SECONDS
     description: str | None = None
     owner: str = "anonymous"
     gate: threading.Event | None = field(default=None, repr=False, compare=False)
@@ -154,10 +170,13 @@ class StandInTap:
             raise ValueError(f"tap_type must be one of {TAP_TYPES}, not {self.tap_type!r}")
         if self.pipeline_outcome not in PIPELINE_OUTCOMES:
             raise ValueError(f"pipeline_outcome must be one of {PIPELINE_OUTCOMES}, not {self.pipeline_outcome!r}")
-        if self.records < 0 or self.documents < 0 or self.polls_until_start < 0:
-            raise ValueError("records, documents and polls_until_start cannot be negative")
-        if self.polls_until_end is not None and self.polls_until_end < 0:
-            raise ValueError("polls_until_end cannot be negative")
+        if self.records < 0 or self.documents < 0:
+            raise ValueError("records and documents cannot be negative")
+        if self.script_seconds < 0:
+            raise ValueError("script_seconds cannot be negative")
+        _check_job_times(self.job_start_seconds, self.job_seconds)
+        if self.cron:
+            CronExpression.parse(self.cron)
 
 
 @dataclass
@@ -173,8 +192,9 @@ class StandInPipeline:
     :param error: the description of the loader's error event for the ``error`` outcome.
     :param warning: the description of the DataQuality warning for the ``warning`` outcome.
     :param loader: the loader process name used in events (None: no loader event on success).
-    :param polls_until_start: status polls before an upload job's ``JobRunner`` starts (killable).
-    :param polls_until_end: status polls before an upload job ends; None means it never ends by itself.
+    :param job_start_seconds: stand-in seconds an upload job waits before the scheduler may start it
+        (on top of the wait for the next scheduler tick).
+    :param job_seconds: stand-in seconds a started upload job runs; None means it never ends by itself.
     :param dataset: the dataset the pipeline lands into, as a lineage name such as
         ``postgres:datris.public.orders`` (default: ``postgres:datris.public.<name>``); None: no dataset.
     :param catalog: the catalog of the pipeline; gives a ``dataset → catalog`` lineage edge.
@@ -192,8 +212,8 @@ class StandInPipeline:
     error: str = DEFAULT_PIPELINE_ERROR
     warning: str = DEFAULT_PIPELINE_WARNING
     loader: str | None = "PostgresLoader"
-    polls_until_start: int = 1
-    polls_until_end: int | None = 2
+    job_start_seconds: float = 0.0
+    job_seconds: float | None = DEFAULT_JOB_SECONDS
     dataset: str | None = DEFAULT_DATASET
     catalog: str | None = None
     data_type: str = "csv"
@@ -210,8 +230,7 @@ class StandInPipeline:
             raise ValueError("a pipeline needs a name")
         if self.outcome not in PIPELINE_OUTCOMES:
             raise ValueError(f"outcome must be one of {PIPELINE_OUTCOMES}, not {self.outcome!r}")
-        if self.polls_until_start < 0 or (self.polls_until_end is not None and self.polls_until_end < 0):
-            raise ValueError("polls_until_start and polls_until_end cannot be negative")
+        _check_job_times(self.job_start_seconds, self.job_seconds)
         if self.records is not None and self.records < 0:
             raise ValueError("records cannot be negative")
         if isinstance(self.archive_entries, int) and self.archive_entries < 0:
@@ -268,6 +287,20 @@ class RecordedRequest:
         return f"{self.method} {self.path}"
 
 
+@dataclass(frozen=True)
+class RecordedKill:
+    """One successful ``POST /job/kill``.
+
+    :param pipeline_token: the killed job.
+    :param tap_name: the tap whose run submitted it (``""`` for an upload job).
+    :param at_ms: when (stand-in epoch ms).
+    """
+
+    pipeline_token: str
+    tap_name: str
+    at_ms: int
+
+
 @dataclass
 class StandInJob:
     """One pipeline job (the server's in-memory ``JobContext``).
@@ -278,7 +311,7 @@ class StandInJob:
     :param tap_name: the tap whose run submitted the job (``""`` for a job submitted by an upload).
     :param state: ``INITIALIZED`` (queued), ``PROCESSING`` (JobRunner running, killable),
         ``COMPLETED`` or ``CANCELLED``.
-    :param polls: how many status polls have touched the job so far.
+    :param polls: how many status polls have read the job so far (polls only observe).
     """
 
     pipeline_token: str
@@ -294,8 +327,12 @@ class StandInJob:
     pipeline_error: str = DEFAULT_PIPELINE_ERROR
     pipeline_warning: str = DEFAULT_PIPELINE_WARNING
     loader: str | None = "PostgresLoader"
-    polls_until_start: int = 1
-    polls_until_end: int | None = 2
+    job_start_seconds: float = 0.0
+    job_seconds: float | None = DEFAULT_JOB_SECONDS
+    # When it was queued and when the scheduler starts it (stand-in epoch ms); how far its timeline got.
+    queued_at_ms: int = 0
+    starts_at_ms: int = 0
+    steps_done: int = 0
     # The staged file name (the upload's file name, or the archive entry); None for tap-fed jobs.
     filename: str | None = None
 
@@ -313,6 +350,11 @@ class ScriptRun:
     :param status: ``running`` until the run finishes, then ``success``/``failure``/``no_records``.
     :param publisher_token: the token of the submitted jobs, when there were any.
     :param error: the run's error text, if it failed.
+    :param client: who started it: ``airflow`` (arrived over HTTP), ``other`` (:meth:`other_client_run`)
+        or ``cron`` (the stand-in's cron scheduler).
+    :param started_at_ms: when the script started (stand-in epoch ms).
+    :param ended_at_ms: when the run finished (None while it runs).
+    :param record_count: the records the script returned (None while it runs).
     """
 
     tap_name: str
@@ -324,6 +366,10 @@ class ScriptRun:
     status: str = "running"
     publisher_token: str | None = None
     error: str | None = None
+    client: str = "airflow"
+    started_at_ms: int = 0
+    ended_at_ms: int | None = None
+    record_count: int | None = None
 
 
 @dataclass
@@ -340,3 +386,4 @@ class Settings:
     has_lineage: bool = True
     max_upload_bytes: int = 1024**3
     request_log_limit: int | None = None
+    scheduler_tick_seconds: float = 5.0

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from datris_provider.testing.auth import ANONYMOUS
 from datris_provider.testing.model import DatrisError, ScriptRun, StandInTap
 from datris_provider.testing.wire import (
     drop_nulls,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from datris_provider.testing.auth import Caller
+    from datris_provider.testing.clock import StandInClock
     from datris_provider.testing.state import StandInState
 
 __all__ = ["DEFAULT_TEST_LIMIT", "TapRunner", "param_env", "parse_test_limit", "preview_records"]
@@ -34,10 +36,17 @@ __all__ = ["DEFAULT_TEST_LIMIT", "TapRunner", "param_env", "parse_test_limit", "
 PARAM_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_TEST_LIMIT = 20
 PREVIEW_RECORDS_MAX = 20
+# How often (real seconds) a run held by a gate checks the stand-in clock for its time limit.
+_GATE_CHECK_SECONDS = 0.02
 
 
 def parse_test_limit(raw: Any, error_style: str) -> int | None:
-    """``testLimit`` for test runs: absent → 20; 0 or negative → no limit; not a number → 400."""
+    """``testLimit`` for test runs: absent → 20; 0 or negative → no limit; not a number → 400.
+
+    Older controllers (the ``stacktrace`` generation) do not read it at all: no limit.
+    """
+    if error_style == "stacktrace":
+        return None
     if raw is None:
         return DEFAULT_TEST_LIMIT
     number: float | None
@@ -51,8 +60,6 @@ def parse_test_limit(raw: Any, error_style: str) -> int | None:
         except ValueError:
             number = None
     if number is None or math.isnan(number):
-        if error_style == "stacktrace":
-            return DEFAULT_TEST_LIMIT  # older controllers do not read testLimit at all
         raise DatrisError(f"testLimit must be a number, got '{raw}'", status=400)
     return int(number) if number > 0 else None
 
@@ -83,16 +90,47 @@ def preview_records(tap: StandInTap, count: int) -> list[dict[str, Any]]:
     return [{"id": index + 1, "amount": round(9.5 + index * 1.25, 2), "status": "paid"} for index in range(count)]
 
 
+@dataclass
+class _AcceptedRun:
+    """A run past the tap lookup, the owner check and the debounce: its script is about to start."""
+
+    tap: StandInTap
+    settings: StandInTap
+    run: ScriptRun
+    mode: str
+    start_ms: int
+    generation: int
+    param_error: str | None
+
+
 class TapRunner:
-    """Runs taps against a :class:`StandInState`.
+    """Runs taps against a :class:`StandInState`, on the stand-in clock.
 
     :param state: the state the runs read and write.
-    :param sleep: waits a number of seconds without holding the lock (wakes early when the server stops).
+    :param clock: the stand-in clock (script durations, debounce, run times).
+    :param stopped: True once the server stops (sleeping scripts then finish early).
+    :param background: runs a callable in a background thread, counted as busy by the server.
     """
 
-    def __init__(self, state: StandInState, sleep: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        state: StandInState,
+        clock: StandInClock,
+        stopped: Callable[[], bool],
+        background: Callable[[Callable[[], object], str], None],
+    ) -> None:
         self.state = state
-        self.sleep = sleep
+        self.clock = clock
+        self.stopped = stopped
+        self.background = background
+        # Runs of other clients waiting for their moment, per tap: their params.
+        self.before_next_run: dict[str, list[dict[str, Any]]] = {}
+        self.on_tap_read: dict[str, list[dict[str, Any]]] = {}
+
+    def reset(self) -> None:
+        """Forget the runs waiting for their moment (the state lock is held by the caller)."""
+        self.before_next_run.clear()
+        self.on_tap_read.clear()
 
     def run(
         self,
@@ -101,54 +139,99 @@ class TapRunner:
         params: dict[str, Any],
         test_limit: int | None,
         caller: Caller,
+        *,
+        client: str = "airflow",
+        unsaved: StandInTap | None = None,
     ) -> dict[str, Any]:
-        """Run a tap and return the ``/tap/run`` answer; DatrisError for what the controller throws."""
+        """Run a tap and return the ``/tap/run`` answer; DatrisError for what the controller throws.
+
+        :param unsaved: the tap to run when ``name`` is not stored (``POST /tap/test`` runs the
+            configuration it is sent).
+        """
+        with self.state.lock:
+            if client == "airflow" and mode == "run":
+                for other_params in self.before_next_run.pop(name, []):
+                    self.start_in_background(name, other_params, client="other")
+            accepted = self._accept_locked(name, mode, params, test_limit, caller, client, unsaved)
+        if isinstance(accepted, dict):
+            return accepted
+        return self._execute(accepted)
+
+    def start_in_background(self, name: str, params: dict[str, Any], *, client: str) -> ScriptRun | None:
+        """Accept a ``mode=run`` run now (as an arriving POST would be) and run its script in the
+        background. Returns the accepted run, or None when it was debounced."""
+        with self.state.lock:
+            accepted = self._accept_locked(name, "run", params, None, ANONYMOUS, client)
+        if isinstance(accepted, dict):
+            return None
+        self.background(lambda: self._execute(accepted), f"stand-in-datris {client} run of {name}")
+        return accepted.run
+
+    def start_waiting_on_read(self, name: str) -> None:
+        """``GET /tap`` for this tap arrived: start the runs that wait for it, before it is answered."""
+        with self.state.lock:
+            for other_params in self.on_tap_read.pop(name, []):
+                self.start_in_background(name, other_params, client="other")
+
+    def _accept_locked(
+        self,
+        name: str,
+        mode: str,
+        params: dict[str, Any],
+        test_limit: int | None,
+        caller: Caller,
+        client: str,
+        unsaved: StandInTap | None = None,
+    ) -> _AcceptedRun | dict[str, Any]:
         state = self.state
         # Building the script environment is where an invalid param key fails the run.
         env, param_error = param_env(params)
-        with state.lock:
-            tap = state.taps.get(name)
-            if tap is None:
-                raise DatrisError(f"Tap: {name} not found")
-            if not caller.owner_allowed("tap", "run", tap.owner):
-                raise DatrisError(
-                    f"capability denied: key '{caller.label}' does not hold capability 'tap:run' "
-                    f"for the targeted resource (scope: owner={tap.owner})"
-                )
-            if mode == "run":
-                debounced = self._debounce_locked(tap, mode)
-                if debounced is not None:
-                    return debounced
-            generation = state.generation
-            start_ms = state.now_ms()
-            run = ScriptRun(
-                tap_name=tap.name,
-                mode=mode,
-                params=dict(params),
-                env=env,
-                test_limit=test_limit,
-                run_time=format_datris_time(start_ms),
+        tap = state.taps.get(name, unsaved)
+        if tap is None:
+            raise DatrisError(f"Tap: {name} not found")
+        if not caller.owner_allowed("tap", "run", tap.owner):
+            raise DatrisError(
+                f"capability denied: key '{caller.label}' does not hold capability 'tap:run' "
+                f"for the targeted resource (scope: owner={tap.owner})"
             )
-            state.script_runs.append(run)
-            if mode == "run":
-                tap.last_run_status = "running"
-                tap.last_run_time = run.run_time
-                tap.last_run_trigger = "manual"
-            state.running_runs[tap.name] = state.running_runs.get(tap.name, 0) + 1
-            state.changed.notify_all()
-            # Copy what the script phase needs, so it never reads shared state without the lock.
-            settings = dataclasses.replace(tap)
+        # Cron runs skip the debounce.
+        if mode == "run" and client != "cron":
+            debounced = self._debounce_locked(tap, mode)
+            if debounced is not None:
+                return debounced
+        start_ms = state.now_ms()
+        run = ScriptRun(
+            tap_name=tap.name,
+            mode=mode,
+            params=dict(params),
+            env=env,
+            test_limit=test_limit,
+            run_time=format_datris_time(start_ms),
+            client=client,
+            started_at_ms=start_ms,
+        )
+        state.script_runs.append(run)
+        if mode == "run":
+            tap.last_run_status = "running"
+            tap.last_run_time = run.run_time
+            tap.last_run_trigger = "cron" if client == "cron" else "manual"
+        state.running_runs[tap.name] = state.running_runs.get(tap.name, 0) + 1
+        state.changed.notify_all()
+        # Copy what the script phase needs, so it never reads shared state without the lock.
+        return _AcceptedRun(tap, dataclasses.replace(tap), run, mode, start_ms, state.generation, param_error)
 
-        error = param_error
+    def _execute(self, accepted: _AcceptedRun) -> dict[str, Any]:
+        state = self.state
+        error = accepted.param_error
         try:
             if error is None:
-                error = self._run_script(settings, mode)
+                error = self._run_script(accepted.settings, accepted.mode)
         finally:
             with state.changed:
-                if generation == state.generation:
-                    state.running_runs[tap.name] -= 1
+                if accepted.generation == state.generation:
+                    state.running_runs[accepted.tap.name] -= 1
                 state.changed.notify_all()
-        return self._finish(tap, settings, run, mode, error, start_ms, generation, script_started=param_error is None)
+        return self._finish(accepted, error)
 
     def _debounce_locked(self, tap: StandInTap, mode: str) -> dict[str, Any] | None:
         """The atomic check-and-set of the debounce map."""
@@ -156,7 +239,7 @@ class TapRunner:
         window = state.settings.debounce_seconds
         if window <= 0:
             return None
-        now = state.debounce_clock()
+        now = state.debounce_clock() if state.debounce_clock is not None else self.clock.now()
         last_start = state.debounce_started.get(tap.name)
         if last_start is not None and now - last_start < window:
             ago_ms = int((now - last_start) * 1000)
@@ -190,17 +273,22 @@ class TapRunner:
     def _run_script(self, tap: StandInTap, mode: str) -> str | None:
         """The script phase: block like the real script would. Returns an error text or None."""
         limit = self._script_limit_seconds(mode)
-        started = time.monotonic()
+        deadline = self.clock.now() + limit
         timed_out = False
-        if tap.gate is not None and not tap.gate.wait(limit):
-            timed_out = True
-        remaining = limit - (time.monotonic() - started)
+        if tap.gate is not None:
+            # The gate is a real event; the time limit is on the stand-in clock.
+            while not tap.gate.wait(_GATE_CHECK_SECONDS):
+                if self.stopped():
+                    break
+                if self.clock.now() >= deadline:
+                    timed_out = True
+                    break
         if not timed_out:
-            if tap.script_seconds > remaining:
-                self.sleep(max(0.0, remaining))
+            if self.clock.now() + tap.script_seconds > deadline:
+                self.clock.wait_until(deadline, self.stopped)
                 timed_out = True
             else:
-                self.sleep(tap.script_seconds)
+                self.clock.sleep(tap.script_seconds, self.stopped)
         if timed_out:
             legacy = self.state.settings.legacy_version
             limit_name = "TAP_SCRIPT_TIMEOUT_SECONDS" if mode == "test" or legacy else "TAP_RUN_TIMEOUT_SECONDS"
@@ -210,19 +298,11 @@ class TapRunner:
             )
         return tap.error
 
-    def _finish(
-        self,
-        tap: StandInTap,
-        settings: StandInTap,
-        run: ScriptRun,
-        mode: str,
-        error: str | None,
-        start_ms: int,
-        generation: int,
-        *,
-        script_started: bool,
-    ) -> dict[str, Any]:
+    def _finish(self, accepted: _AcceptedRun, error: str | None) -> dict[str, Any]:
         state = self.state
+        tap, settings, run, mode = accepted.tap, accepted.settings, accepted.run, accepted.mode
+        start_ms, generation = accepted.start_ms, accepted.generation
+        script_started = accepted.param_error is None
         is_document_tap = settings.tap_type == "document"
         data_type = "document" if is_document_tap else settings.data_type
         returned = 0 if error is not None else settings.records
@@ -276,6 +356,9 @@ class TapRunner:
             run.status = run_status
             run.publisher_token = publisher_token
             run.error = error
+            run.record_count = returned
+            run.ended_at_ms = state.now_ms()
+            state.changed.notify_all()
 
         return drop_nulls(
             {
@@ -324,8 +407,8 @@ class TapRunner:
             pipeline_error=tap.pipeline_error,
             pipeline_warning=tap.pipeline_warning,
             loader=tap.loader,
-            polls_until_start=tap.polls_until_start,
-            polls_until_end=tap.polls_until_end,
+            job_start_seconds=tap.job_start_seconds,
+            job_seconds=tap.job_seconds,
         )
         if is_document:
             staged_name = f"{tap.name}-document-{index + 1}.pdf"

@@ -12,14 +12,17 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from datris_provider.testing.auth import KeyRing
+from datris_provider.testing.clock import CLOCK_MODES, StandInClock
 from datris_provider.testing.dispatch import Dispatcher
 from datris_provider.testing.injection import FaultInjector, InjectedFault, normalise_route
 from datris_provider.testing.journal import Journal
 from datris_provider.testing.model import (
     DEFAULT_DATASET,
+    DEFAULT_JOB_SECONDS,
     DEFAULT_PIPELINE_ERROR,
     DEFAULT_PIPELINE_WARNING,
     Settings,
@@ -27,7 +30,10 @@ from datris_provider.testing.model import (
     StandInTap,
 )
 from datris_provider.testing.routes import RouteContext
+from datris_provider.testing.routes.admin import handle_admin
+from datris_provider.testing.routes.meta import HEALTH_STATUSES
 from datris_provider.testing.runs import TapRunner
+from datris_provider.testing.scheduler import Scheduler
 from datris_provider.testing.serving import MatchEveryPath, StandInHTTPServer
 from datris_provider.testing.state import StandInState
 from datris_provider.testing.wire import API_PREFIX, ERROR_STYLES
@@ -40,9 +46,15 @@ if TYPE_CHECKING:
 
     from datris_provider.testing.model import RecordedRequest, RecordedUpload, ScriptRun, StandInJob
 
-__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "StandInDatris"]
+__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_TIME_SCALE", "OTHER_RUN_MOMENTS", "StandInDatris"]
 
 DEFAULT_MAX_UPLOAD_BYTES = 1024**3
+# Stand-in seconds per real second unless told otherwise: a 5 s scheduler tick takes 0.1 s, a
+# default job (at most one tick plus 2 s) about 0.15 s. Pass time_scale=1 for real time.
+DEFAULT_TIME_SCALE = 50.0
+_WAIT_FOR_RECHECK_SECONDS = 0.02
+# When another client's run starts (see StandInDatris.other_client_run).
+OTHER_RUN_MOMENTS = ("now", "on_tap_read", "before_next_run", "after")
 
 _T = TypeVar("_T")
 
@@ -83,12 +95,18 @@ class StandInDatris:
         flags, and one script time limit applies to every mode.
     :param request_log_limit: keep at most this many entries in :attr:`requests` (None: keep all);
         useful for a long-running demo server.
-    :param debounce_clock: the monotonic clock of the debounce window (``time.monotonic``); tests can
-        pass a fake clock to step over the window without sleeping.
+    :param debounce_clock: a separate monotonic clock (seconds) for the debounce window; None (the
+        default) uses the stand-in clock.
     :param has_lineage: False models an older server without the lineage controller: every
         ``/lineage`` path answers Spring's 404.
     :param max_upload_bytes: the largest file ``POST /pipeline/upload`` accepts (default 1 GB); a larger
         file gets ``413 {"error":"File too large…"}`` before any key or parameter is checked.
+    :param time_scale: stand-in seconds per real second (default 50: a 5 s scheduler tick takes
+        0.1 s). Every server-side time runs on this clock: script durations, the debounce window, the
+        scheduler tick, job durations, event times, ``elapsed``, run-log times and cron.
+    :param clock: ``scaled`` (the default) or ``manual``: time moves only through
+        ``clock.advance(seconds)``.
+    :param scheduler_tick_seconds: how often the server's ``findJobsToStart`` starts queued jobs.
     """
 
     error_style: _Setting[str] = _Setting()
@@ -100,6 +118,7 @@ class StandInDatris:
     legacy_version: _Setting[bool] = _Setting()
     has_lineage: _Setting[bool] = _Setting()
     max_upload_bytes: _Setting[int] = _Setting()
+    scheduler_tick_seconds: _Setting[float] = _Setting()
 
     def __init__(
         self,
@@ -114,12 +133,19 @@ class StandInDatris:
         has_mcp_tools: bool = True,
         legacy_version: bool = False,
         request_log_limit: int | None = None,
-        debounce_clock: Callable[[], float] = time.monotonic,
+        debounce_clock: Callable[[], float] | None = None,
         has_lineage: bool = True,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+        time_scale: float = DEFAULT_TIME_SCALE,
+        clock: str = "scaled",
+        scheduler_tick_seconds: float = 5.0,
     ) -> None:
         if error_style not in ERROR_STYLES:
             raise ValueError(f"error_style must be one of {ERROR_STYLES}, not {error_style!r}")
+        if clock not in CLOCK_MODES:
+            raise ValueError(f"clock must be one of {CLOCK_MODES}, not {clock!r}")
+        if scheduler_tick_seconds < 0:
+            raise ValueError("scheduler_tick_seconds cannot be negative")
         self.host = host
         self.port = port
         self.settings = Settings(
@@ -133,25 +159,32 @@ class StandInDatris:
             has_lineage=has_lineage,
             max_upload_bytes=max_upload_bytes,
             request_log_limit=request_log_limit,
+            scheduler_tick_seconds=scheduler_tick_seconds,
         )
         # reset_state() puts these back, so a test can change them on a shared server.
         self._initial_settings = dataclasses.replace(self.settings)
         self._initial_debounce_clock = debounce_clock
 
+        self._initial_clock = (clock, time_scale)
         self._stopping = threading.Event()
         self._httpserver: HTTPServer | None = None
-        self._state = StandInState(self.settings, lambda: int(time.time() * 1000))
+        condition = threading.Condition(threading.RLock())
+        #: The stand-in clock: ``clock.now()``, ``clock.advance(seconds)``, ``clock.pause()``/``resume()``.
+        self.clock = StandInClock(time_scale, manual=clock == "manual", condition=condition)
+        self._state = StandInState(self.settings, self.clock.now_ms, condition)
         self._state.debounce_clock = debounce_clock
         self._keys = KeyRing()
         self._faults = FaultInjector()
-        self._journal = Journal(request_log_limit)
-        self._runner = TapRunner(self._state, self._sleep)
+        self._journal = Journal(self._state, request_log_limit)
+        self._runner = TapRunner(self._state, self.clock, self._stopping.is_set, self._in_background)
+        self._scheduler = Scheduler(self._state, self.clock, self._runner, self._stopping.is_set)
         self._dispatcher = Dispatcher(
             RouteContext(self.settings, self._state, self._runner, self._keys, self),
             self._faults,
             self._journal,
             self._sleep,
             self._trim_http_log,
+            extra_handler=lambda call: handle_admin(self, call),
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -166,14 +199,17 @@ class StandInDatris:
         server.start()
         self._httpserver = server
         self.port = server.port
+        self._scheduler.start()
         return self
 
     def stop(self) -> None:
         """Stop listening. Runs still sleeping in their script phase wake up and finish early."""
         self._stopping.set()
+        self._scheduler.wake()
         server, self._httpserver = self._httpserver, None
         if server is not None and server.is_running():
             server.stop()
+        self._scheduler.join(timeout=5)
 
     def __enter__(self) -> StandInDatris:
         return self.start()
@@ -211,18 +247,34 @@ class StandInDatris:
                 setattr(self.settings, settings_field.name, getattr(self._initial_settings, settings_field.name))
             self._journal.limit = self.settings.request_log_limit
             self._state.debounce_clock = self._initial_debounce_clock
+            mode, scale = self._initial_clock
+            self.clock.set_mode(mode, scale)
             self._keys.reset()
             self._faults.clear()
             self._journal.clear()
+            self._runner.reset()
+            self._scheduler.reset()
             self._state.reset()
             if self._httpserver is not None:
                 self._httpserver.clear_log()
                 self._httpserver.clear_handler_errors()
 
     def _sleep(self, seconds: float) -> None:
-        """Sleep without holding the lock; wakes early when the server stops."""
+        """Sleep real seconds without holding the lock; wakes early when the server stops."""
         if seconds > 0:
             self._stopping.wait(seconds)
+
+    def _in_background(self, work: Callable[[], object], name: str) -> None:
+        """Run server work in a thread of its own, counted as busy until it ends."""
+        self._dispatcher.enter_busy()
+
+        def target() -> None:
+            try:
+                work()
+            finally:
+                self._dispatcher.leave_busy()
+
+        threading.Thread(target=target, name=name, daemon=True).start()
 
     def _trim_http_log(self) -> None:
         # pytest-httpserver keeps its own log too; trim it for the same reason.
@@ -242,12 +294,12 @@ class StandInDatris:
         self._journal.limit = limit
 
     @property
-    def debounce_clock(self) -> Callable[[], float]:
-        """The clock of the debounce window, in seconds."""
+    def debounce_clock(self) -> Callable[[], float] | None:
+        """A separate clock (seconds) for the debounce window; None: the stand-in clock."""
         return self._state.debounce_clock
 
     @debounce_clock.setter
-    def debounce_clock(self, clock: Callable[[], float]) -> None:
+    def debounce_clock(self, clock: Callable[[], float] | None) -> None:
         self._state.debounce_clock = clock
 
     # ---------------------------------------------------------------- configuration
@@ -278,8 +330,8 @@ class StandInDatris:
         error: str = DEFAULT_PIPELINE_ERROR,
         warning: str = DEFAULT_PIPELINE_WARNING,
         loader: str | None = "PostgresLoader",
-        polls_until_start: int = 1,
-        polls_until_end: int | None = 2,
+        job_start_seconds: float = 0.0,
+        job_seconds: float | None = DEFAULT_JOB_SECONDS,
         dataset: str | None = DEFAULT_DATASET,
         catalog: str | None = None,
         data_type: str = "csv",
@@ -297,8 +349,8 @@ class StandInDatris:
             error=error,
             warning=warning,
             loader=loader,
-            polls_until_start=polls_until_start,
-            polls_until_end=polls_until_end,
+            job_start_seconds=job_start_seconds,
+            job_seconds=job_seconds,
             dataset=dataset,
             catalog=catalog,
             data_type=data_type,
@@ -341,6 +393,72 @@ class StandInDatris:
     def key_store_down(self, down: bool = True) -> None:
         """Simulate an unreadable key store: requests carrying a key get 503 while keys are on."""
         self._keys.store_down = down
+
+    def set_service_health(self, service: str, status: str, message: str | None = None) -> None:
+        """What ``GET /health/services`` reports for one backend (``up``, ``down``, ``not_configured``)."""
+        if status not in HEALTH_STATUSES:
+            raise ValueError(f"status must be one of {HEALTH_STATUSES}, not {status!r}")
+        health = {"status": status} if message is None else {"status": status, "message": message}
+        with self._state.lock:
+            self._state.service_health[service] = health
+
+    # ---------------------------------------------------------------- other clients and cron
+
+    def other_client_run(
+        self,
+        tap_name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        when: str = "now",
+        after_seconds: float | None = None,
+    ) -> ScriptRun | None:
+        """Start a run of ``tap_name`` by another client, exactly like an accepted ``POST /tap/run``
+        with ``mode=run`` from someone else (debounce, ``lastRunStatus``, run log, jobs).
+
+        :param tap_name: the tap (KeyError if unknown).
+        :param params: the run's ``params`` object.
+        :param when: ``now`` (start it at once, in the background); ``on_tap_read`` (start it while
+            answering the next ``GET /tap?name=<tap>``, so that answer already shows
+            ``lastRunStatus: running``); ``before_next_run`` (when the next ``POST /tap/run`` for the
+            tap arrives, accept this run first, so the arriving call is answered ``debounced``);
+            ``after`` (``after_seconds`` stand-in seconds from now).
+        :param after_seconds: with ``when="after"`` only.
+        :return: for ``now``, the accepted run (None when the debounce window turned it away);
+            None for the other modes.
+        """
+        if when not in OTHER_RUN_MOMENTS:
+            raise ValueError(f"when must be one of {OTHER_RUN_MOMENTS}, not {when!r}")
+        if (when == "after") != (after_seconds is not None):
+            raise ValueError('after_seconds goes with when="after", and when="after" needs after_seconds')
+        if after_seconds is not None and not after_seconds >= 0:
+            raise ValueError(f"after_seconds cannot be negative, not {after_seconds!r}")
+        with self._state.lock:
+            if tap_name not in self._state.taps:
+                raise KeyError(f"no tap named {tap_name!r}; add it with add_tap() first")
+            run_params = dict(params or {})
+            if when == "now":
+                run = self._runner.start_in_background(tap_name, run_params, client="other")
+                return None if run is None else dataclasses.replace(run)
+            if when == "on_tap_read":
+                self._runner.on_tap_read.setdefault(tap_name, []).append(run_params)
+            elif when == "before_next_run":
+                self._runner.before_next_run.setdefault(tap_name, []).append(run_params)
+            else:
+                self._scheduler.schedule_run(tap_name, run_params, float(after_seconds or 0.0))
+        return None
+
+    def fire_cron(self, tap_name: str) -> ScriptRun | None:
+        """Fire one cron run of the tap now, as Datris's scheduler does: ``mode=run``, no params, no
+        debounce, ``lastRunTrigger: cron``. The stand-in's scheduler also fires enabled cron taps by
+        itself, on its clock.
+
+        :return: the accepted run, or None when the tap is running (the scheduler skips it then).
+        """
+        with self._state.lock:
+            if tap_name not in self._state.taps:
+                raise KeyError(f"no tap named {tap_name!r}; add it with add_tap() first")
+            run = self._scheduler.fire_cron(tap_name)
+            return None if run is None else dataclasses.replace(run)
 
     # ---------------------------------------------------------------- fault injection
 
@@ -393,6 +511,11 @@ class StandInDatris:
     # ---------------------------------------------------------------- inspection
 
     @property
+    def journal(self) -> Journal:
+        """What the stand-in received and did, with assertion helpers (see :class:`Journal`)."""
+        return self._journal
+
+    @property
     def requests(self) -> list[RecordedRequest]:
         """Every request received, in arrival order (the live list)."""
         return self._journal.requests
@@ -409,8 +532,7 @@ class StandInDatris:
 
     def calls(self, route: str) -> list[RecordedRequest]:
         """The recorded requests of one route, e.g. ``calls("POST /tap/run")``."""
-        wanted = normalise_route(route)
-        return [recorded for recorded in list(self._journal.requests) if recorded.route == wanted]
+        return self._journal.calls(normalise_route(route))
 
     def events(self, publisher_token: str) -> list[dict[str, Any]]:
         """The stored status events of a publisher token (copies, ascending)."""
@@ -423,6 +545,7 @@ class StandInDatris:
     def job(self, pipeline_token: str) -> StandInJob:
         """A snapshot of one job (KeyError if unknown)."""
         with self._state.lock:
+            self._state.catch_up_locked()
             return dataclasses.replace(self._state.jobs[pipeline_token])
 
     def run_logs(self, tap_name: str) -> list[dict[str, Any]]:
@@ -431,18 +554,40 @@ class StandInDatris:
 
     def script_runs(self, tap_name: str | None = None) -> list[ScriptRun]:
         """The accepted (not debounced) runs, oldest first, optionally for one tap."""
-        with self._state.lock:
-            return [
-                dataclasses.replace(run)
-                for run in self._state.script_runs
-                if tap_name is None or run.tap_name == tap_name
-            ]
+        return self._journal.script_runs(tap_name)
 
     def wait_until_idle(self, timeout: float = 10.0) -> None:
         """Block until no request handling is in progress, including runs detached by
         :meth:`proxy_timeout`. Raises TimeoutError after ``timeout`` seconds."""
         if not self._dispatcher.wait_until_idle(timeout):
             raise TimeoutError(f"stand-in Datris still busy after {timeout} s")
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Block until ``predicate()`` holds; it is checked after every change of the stand-in's state
+        or clock. Raises TimeoutError after ``timeout`` real seconds.
+
+        Example: ``datris.wait_for(lambda: datris.run_logs("orders")[0]["status"] == "success")``.
+        """
+        deadline = time.monotonic() + timeout
+        with self._state.changed:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the condition did not hold within {timeout} s")
+                # Time passing on a scaled clock notifies nobody: look again now and then.
+                self._state.changed.wait(min(remaining, _WAIT_FOR_RECHECK_SECONDS))
+
+    def advance_clock_when(self, predicate: Callable[[], bool], seconds: float, *, timeout: float = 60.0) -> None:
+        """Advance the clock by ``seconds`` as soon as ``predicate()`` holds (watched in the background,
+        for at most ``timeout`` real seconds). Lets a DAG test on a paused clock say "this job ends
+        once those polls have failed" without guessing at wall-clock times."""
+
+        def watch() -> None:
+            with suppress(TimeoutError):
+                self.wait_for(predicate, timeout)
+                self.clock.advance(seconds)
+
+        threading.Thread(target=watch, name="stand-in-datris clock watcher", daemon=True).start()
 
     def wait_until_running(self, tap_name: str, timeout: float = 10.0) -> None:
         """Block until a run of ``tap_name`` is in its script phase (any mode).

@@ -85,9 +85,14 @@ def stand_in() -> Iterator[StandInDatris]:
     # Gates hold each tap's script phase (the blocking run call) open until the test lets it end.
     gates = [threading.Event(), threading.Event()]
     server.add_tap(
-        StandInTap(name=FINISHING_TAP, target_pipeline="orders", polls_until_end=PIPELINE_POLLS, gate=gates[0])
+        StandInTap(
+            name=FINISHING_TAP,
+            target_pipeline="orders",
+            job_seconds=PIPELINE_POLLS * server.clock.time_scale,  # PIPELINE_POLLS real seconds
+            gate=gates[0],
+        )
     )
-    server.add_tap(StandInTap(name=ENDLESS_TAP, target_pipeline="orders", polls_until_end=None, gate=gates[1]))
+    server.add_tap(StandInTap(name=ENDLESS_TAP, target_pipeline="orders", job_seconds=None, gate=gates[1]))
     try:
         yield server
     finally:

@@ -1,8 +1,9 @@
 """Tests of the stand-in Datris server against the contract of the real Datris REST API.
 
-Plain pytest + requests (no Airflow). Nothing here relies on timing luck: runs that must be observed
-"in progress" are held open with a gate event, job lifecycles are driven by status polls, and the
-debounce window is stepped with a fake clock.
+Plain pytest + requests (no Airflow). Nothing here relies on timing luck: the shared server runs on a
+manual clock (jobs move only when a test advances it, and polls only observe), runs that must be
+observed "in progress" are held open with a gate event, and the debounce window is stepped with a
+fake clock where that reads better.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class FakeClock:
 
 @pytest.fixture(scope="module")
 def shared_server() -> Iterator[StandInDatris]:
-    with StandInDatris() as server:
+    with StandInDatris(clock="manual") as server:
         yield server
 
 
@@ -132,12 +133,20 @@ def test_blocking_run_shows_running_status_until_the_script_finishes(datris: Sta
 
 
 def test_run_blocks_for_script_seconds(datris: StandInDatris) -> None:
-    datris.add_tap(name="slow", script_seconds=0.2)
-    started = time.monotonic()
-    response = run_tap(datris, "slow", mode="run")
-    assert time.monotonic() - started >= 0.2
-    assert response.json()["status"] == "success"
-    assert datris.run_logs("slow")[0]["durationMs"] >= 200
+    datris.add_tap(name="slow", script_seconds=20)
+    result: dict[str, requests.Response] = {}
+    runner = threading.Thread(target=lambda: result.update(run=run_tap(datris, "slow", mode="run")))
+    runner.start()
+    datris.wait_until_running("slow")
+
+    datris.clock.advance(19.9)
+    with pytest.raises(TimeoutError):
+        datris.wait_for(lambda: "run" in result, timeout=0.1)
+    datris.clock.advance(0.1)
+    runner.join(timeout=10)
+    assert result["run"].json()["status"] == "success"
+    assert datris.run_logs("slow")[0]["durationMs"] == 20_000
+    assert "in 20.00s" in result["run"].json()["logs"]
 
 
 def test_successful_run_response_shape(datris: StandInDatris) -> None:
@@ -332,7 +341,13 @@ def test_script_error_and_no_records_update_the_tap(datris: StandInDatris) -> No
 def test_script_timeout_fails_the_run(datris: StandInDatris) -> None:
     datris.tap_run_timeout_seconds = 0.1
     datris.add_tap(name="slow", script_seconds=5)
-    body = run_tap(datris, "slow", mode="run").json()
+    result: dict[str, requests.Response] = {}
+    runner = threading.Thread(target=lambda: result.update(run=run_tap(datris, "slow", mode="run")))
+    runner.start()
+    datris.wait_until_running("slow")
+    datris.clock.advance(0.1)
+    runner.join(timeout=10)
+    body = result["run"].json()
     assert body["status"] == "failure"
     assert body["error"].startswith("Tap script timed out after 0.1 seconds (run mode; raise TAP_RUN_TIMEOUT_SECONDS")
 
@@ -401,7 +416,7 @@ def test_tap_logs_newest_first_with_pipeline_rollup(datris: StandInDatris) -> No
     assert "events" not in newest["pipelineRollup"]
     assert oldest["pipelineRollup"] is None
 
-    # Reading the logs is not a status poll: the job did not move.
+    # No time has passed: the job still waits for the scheduler's tick.
     assert datris.jobs(real_run["publisherToken"])[0].state == "INITIALIZED"
     assert call(datris, "GET", "/tap/logs", params={"name": "unknown"}).json() == []
 
@@ -416,11 +431,11 @@ def test_tap_logs_keep_the_newest_50(datris: StandInDatris) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Pipeline status: poll-driven lifecycle and the rollup of §4.2
+# Pipeline status: the job lifecycle on the clock, and the rollup of §4.2
 # ------------------------------------------------------------------------------------------------
 
 
-def test_success_lifecycle_is_driven_by_polls(datris: StandInDatris) -> None:
+def test_success_lifecycle_runs_on_the_clock_not_on_polls(datris: StandInDatris) -> None:
     datris.add_tap(name="orders_api", records=4)
     body = run_tap(datris, "orders_api", mode="run").json()
     publisher, (pipeline_token,) = body["publisherToken"], body["pipelineTokens"]
@@ -433,14 +448,25 @@ def test_success_lifecycle_is_driven_by_polls(datris: StandInDatris) -> None:
     ]
     assert re.match(r"^Total data size: \d+$", stored[1]["description"])
     assert datris.jobs(publisher)[0].state == "INITIALIZED"
+    submitted_at = stored[-1]["epoch"]
+
+    # Polls only observe: however many arrive, the job waits for the scheduler's 5 s tick.
+    for _ in range(3):
+        assert len(poll(datris, publisher)["events"]) == 3
+    datris.clock.advance(4.9)
+    assert datris.jobs(publisher)[0].state == "INITIALIZED"
+    datris.clock.advance(0.1)
 
     first = poll(datris, publisher)
+    assert first["events"][-1]["epoch"] == submitted_at + 5000
     assert first["rollup"]["allDone"] is False
     assert first["rollup"]["status"] == "processing"
     assert first["rollup"]["jobs"][0]["status"] == "processing"
     assert event_steps(first["events"])[-1] == ("JobRunner", "begin", "info", "Process started")
     assert datris.jobs(publisher)[0].state == "PROCESSING"
+    assert first["rollup"]["jobs"][0]["elapsed"] == "5.00 sec"  # now minus the first event, on the clock
 
+    datris.clock.advance(2)  # the default job runs 2 s; its events are written over that time
     second = poll(datris, publisher)
     events = second["events"]
     assert event_steps(events)[3:] == [
@@ -454,6 +480,8 @@ def test_success_lifecycle_is_driven_by_polls(datris: StandInDatris) -> None:
         "jobs": [expected_job_rollup(events, "success")],
     }
     assert second["rollup"]["jobs"][0]["filename"] == "stream: orders"
+    assert second["rollup"]["jobs"][0]["elapsed"] == "7.00 sec"
+    assert [e["epoch"] - submitted_at for e in events[3:]] == [5000, 6800, 7000]
     assert "recordCount" not in second["rollup"]["jobs"][0]
     assert datris.jobs(publisher)[0].state == "COMPLETED"
 
@@ -471,7 +499,7 @@ def test_success_lifecycle_is_driven_by_polls(datris: StandInDatris) -> None:
 def test_warning_lifecycle(datris: StandInDatris) -> None:
     datris.add_tap(name="dq_tap", pipeline_outcome="warning")
     publisher = run_tap(datris, "dq_tap", mode="run").json()["publisherToken"]
-    poll(datris, publisher)
+    datris.clock.advance(7)
     result = poll(datris, publisher)
     assert [step[:3] for step in event_steps(result["events"])[4:]] == [
         ("DataQuality", "processing", "warning"),
@@ -490,23 +518,32 @@ def test_error_lifecycle_reports_the_first_error_event(datris: StandInDatris, er
     datris.error_style = error_style
     datris.add_tap(name="bad_load", pipeline_outcome="error")
     publisher = run_tap(datris, "bad_load", mode="run").json()["publisherToken"]
-    poll(datris, publisher)
+    datris.clock.advance(7)
     result = poll(datris, publisher)
     events = result["events"]
+    # Newer servers keep the description to one line and move the stack trace into `detail`; older
+    # ones put the stack trace in the description itself.
+    if error_style == "json":
+        description = DEFAULT_PIPELINE_ERROR
+        assert events[-1]["detail"].startswith("ai.datris.model.DatrisException: " + DEFAULT_PIPELINE_ERROR)
+    else:
+        description = events[-1]["description"]
+        first_line, trace = description.split("\n", 1)
+        assert first_line == DEFAULT_PIPELINE_ERROR
+        assert trace.startswith("ai.datris.model.DatrisException: ") and "\tat ai.datris.controller.JobRunner" in trace
+        assert "detail" not in events[-1]
     assert event_steps(events)[4:] == [
-        ("PostgresLoader", "end", "error", DEFAULT_PIPELINE_ERROR),
-        ("JobRunner", "end", "error", DEFAULT_PIPELINE_ERROR),
+        ("PostgresLoader", "end", "error", description),
+        ("JobRunner", "end", "error", description),
     ]
     job = result["rollup"]["jobs"][0]
     assert job == expected_job_rollup(events, "error")
-    assert job["lastError"] == {"processName": "PostgresLoader", "description": DEFAULT_PIPELINE_ERROR}
+    assert job["lastError"] == {"processName": "PostgresLoader", "description": description}
     assert result["rollup"]["status"] == "error" and result["rollup"]["allDone"] is True
-    # Newer servers move the stack trace into `detail`; older ones have none.
-    assert ("detail" in events[-1]) is (error_style == "json")
 
 
 def test_document_tap_submits_one_job_per_new_document(datris: StandInDatris) -> None:
-    datris.add_tap(name="contracts", tap_type="document", records=4, documents=3, polls_until_end=3)
+    datris.add_tap(name="contracts", tap_type="document", records=4, documents=3, job_seconds=3)
     body = run_tap(datris, "contracts", mode="run").json()
     assert body["dataType"] == "document" and body["recordCount"] == 4
     assert len(body["pipelineTokens"]) == 3
@@ -515,7 +552,9 @@ def test_document_tap_submits_one_job_per_new_document(datris: StandInDatris) ->
     assert datris.run_logs("contracts")[0]["recordCount"] == 3  # the submitted (new) documents
 
     assert poll(datris, publisher)["rollup"]["status"] == "processing"
+    datris.clock.advance(7)
     assert poll(datris, publisher)["rollup"]["allDone"] is False
+    datris.clock.advance(1)
     result = poll(datris, publisher)
     rollup = result["rollup"]
     assert rollup["allDone"] is True and rollup["status"] == "success"
@@ -535,15 +574,17 @@ def test_document_tap_with_only_known_documents_persists_without_a_token(datris:
     assert "publisherToken" not in body and "pipelineTokens" not in body
 
 
-def test_polling_one_pipeline_token_moves_only_that_job(datris: StandInDatris) -> None:
-    datris.add_tap(name="contracts", tap_type="document", documents=2, polls_until_end=1)
+def test_polling_one_pipeline_token_reads_only_that_job(datris: StandInDatris) -> None:
+    datris.add_tap(name="contracts", tap_type="document", documents=2, job_seconds=1)
     body = run_tap(datris, "contracts", mode="run").json()
     first, second = body["pipelineTokens"]
+    datris.clock.advance(6)
     events = poll(datris, first, by="pipelinetoken", withrollup=None)
     assert isinstance(events, list)
     assert {e["pipelineToken"] for e in events} == {first}
-    assert datris.job(first).state == "COMPLETED"
-    assert datris.job(second).state == "INITIALIZED"
+    # Both jobs ran on the clock, the polled one and the other alike.
+    assert (datris.job(first).state, datris.job(second).state) == ("COMPLETED", "COMPLETED")
+    assert (datris.job(first).polls, datris.job(second).polls) == (1, 0)
     # publishertoken wins when both tokens are sent.
     both = call(
         datris,
@@ -555,18 +596,40 @@ def test_polling_one_pipeline_token_moves_only_that_job(datris: StandInDatris) -
 
 
 def test_a_job_with_no_end_stays_processing(datris: StandInDatris) -> None:
-    datris.add_tap(name="endless", polls_until_end=None)
+    datris.add_tap(name="endless", job_seconds=None)
     publisher = run_tap(datris, "endless", mode="run").json()["publisherToken"]
+    datris.clock.advance(3600)
     for _ in range(5):
         rollup = poll(datris, publisher)["rollup"]
     assert rollup["status"] == "processing" and rollup["allDone"] is False
+    assert rollup["jobs"][0]["elapsed"] == "1 hr 0 min 0.00 sec"
+    assert datris.jobs(publisher)[0].state == "PROCESSING"
     assert datris.jobs(publisher)[0].polls == 5
 
 
-def test_jobs_can_start_and_end_within_the_run(datris: StandInDatris) -> None:
-    datris.add_tap(name="instant", polls_until_start=0, polls_until_end=0)
-    publisher = run_tap(datris, "instant", mode="run").json()["publisherToken"]
-    assert datris.jobs(publisher)[0].state == "COMPLETED"
+@pytest.mark.parametrize(("job_start_seconds", "started_after"), [(0, 5), (3, 5), (5, 10), (7.5, 10)])
+def test_a_job_starts_at_the_first_scheduler_tick_after_its_start_delay(
+    datris: StandInDatris, job_start_seconds: float, started_after: float
+) -> None:
+    datris.add_tap(name="queued", job_start_seconds=job_start_seconds, job_seconds=None)
+    publisher = run_tap(datris, "queued", mode="run").json()["publisherToken"]
+    datris.clock.advance(started_after - 0.001)
+    assert datris.jobs(publisher)[0].state == "INITIALIZED"
+    datris.clock.advance(0.001)
+    assert datris.jobs(publisher)[0].state == "PROCESSING"
+
+
+def test_a_run_nobody_polls_ends_on_its_own_and_its_log_row_shows_the_finished_rollup() -> None:
+    with StandInDatris(time_scale=500) as datris:
+        datris.add_tap(name="orders_api", records=5)
+        token = run_tap(datris, "orders_api", mode="run").json()["publisherToken"]
+        # The scheduler thread ends the job (7 stand-in seconds at most: 14 ms here); nobody polls.
+        datris.wait_for(lambda: datris.jobs(token)[0].state == "COMPLETED")
+        (row,) = call(datris, "GET", "/tap/logs", params={"name": "orders_api"}).json()
+        assert datris.calls("GET /pipeline/status") == []
+    rollup = row["pipelineRollup"]
+    assert (rollup["allDone"], rollup["status"]) == (True, "success")
+    assert rollup["jobs"][0]["elapsed"].endswith(" sec")
 
 
 @pytest.mark.parametrize("value", ["true", "TRUE", "True"])
@@ -582,7 +645,7 @@ def test_other_withrollup_values_give_the_raw_event_array(datris: StandInDatris,
     datris.add_tap(name="orders_api")
     publisher = run_tap(datris, "orders_api", mode="run").json()["publisherToken"]
     result = poll(datris, publisher, withrollup=value)
-    assert isinstance(result, list) and len(result) == 4
+    assert isinstance(result, list) and len(result) == 3
 
 
 def test_unknown_token_answers_200_with_empty_data(datris: StandInDatris) -> None:
@@ -662,14 +725,14 @@ def test_format_elapsed() -> None:
 
 
 def test_kill_rules(datris: StandInDatris) -> None:
-    datris.add_tap(name="endless", polls_until_start=1, polls_until_end=None)
+    datris.add_tap(name="endless", job_seconds=None)
     body = run_tap(datris, "endless", mode="run").json()
     publisher, (token,) = body["publisherToken"], body["pipelineTokens"]
 
     queued = kill(datris, token)
     assert (queued.status_code, queued.json()) == (500, {"error": "Job is not running (state: INITIALIZED)"})
 
-    poll(datris, publisher)  # the JobRunner starts
+    datris.clock.advance(5)  # the scheduler's tick starts the JobRunner; no poll needed
     killed = kill(datris, token)
     assert (killed.status_code, killed.json()) == (200, {"status": "cancelled", "pipelineToken": token})
     assert datris.kills == [token]
@@ -690,20 +753,19 @@ def test_kill_rules(datris: StandInDatris) -> None:
 
 
 def test_a_killed_job_is_frozen_and_a_finished_job_cannot_be_killed(datris: StandInDatris) -> None:
-    datris.add_tap(name="short", polls_until_start=1, polls_until_end=3)
+    datris.add_tap(name="short", job_seconds=3)
     body = run_tap(datris, "short", mode="run").json()
     publisher, (token,) = body["publisherToken"], body["pipelineTokens"]
-    poll(datris, publisher)
+    datris.clock.advance(6)  # started at the tick, one second into its three
     assert kill(datris, token).status_code == 200
     before = len(datris.events(publisher))
-    for _ in range(3):
-        poll(datris, publisher)
+    datris.clock.advance(60)
     assert len(datris.events(publisher)) == before
     assert datris.job(token).state == "CANCELLED"
 
-    datris.add_tap(name="quick", polls_until_start=1, polls_until_end=1)
+    datris.add_tap(name="quick", job_seconds=1)
     done = run_tap(datris, "quick", mode="run").json()
-    poll(datris, done["publisherToken"])
+    datris.clock.advance(6)
     finished = kill(datris, done["pipelineTokens"][0])
     assert finished.json() == {"error": "Job is not running (state: COMPLETED)"}
 
@@ -813,9 +875,10 @@ def test_key_without_the_route_capability_gets_403(datris: StandInDatris) -> Non
 def test_airflow_capability_set_is_enough(datris: StandInDatris) -> None:
     datris.require_api_keys()
     datris.add_api_key("af", label="airflow", capabilities=("tap:read", "tap:run", "job:read", "job:kill"))
-    datris.add_tap(name="orders_api", polls_until_end=None)
+    datris.add_tap(name="orders_api", job_seconds=None)
     headers = {"x-api-key": "af"}
     run = run_tap(datris, "orders_api", mode="run", headers=headers).json()
+    datris.clock.advance(5)
     assert call(datris, "GET", "/tap", params={"name": "orders_api"}, headers=headers).status_code == 200
     assert call(datris, "GET", "/tap/logs", params={"name": "orders_api"}, headers=headers).status_code == 200
     status = call(datris, "GET", "/pipeline/status", params={"publishertoken": run["publisherToken"]}, headers=headers)
@@ -982,14 +1045,15 @@ def test_proxy_timeout_cuts_the_call_while_the_run_carries_on(datris: StandInDat
 
 def test_proxy_timeout_after_seconds_and_the_debounced_retry(datris: StandInDatris) -> None:
     datris.debounce_clock = FakeClock()  # the retry below always falls inside the window
-    datris.add_tap(name="orders_api", script_seconds=0.3)
-    datris.proxy_timeout(after_seconds=0.1)
+    datris.add_tap(name="orders_api", script_seconds=30)
+    datris.proxy_timeout(after_seconds=0.1)  # real seconds: the proxy measures on its own clock
     started = time.monotonic()
     assert run_tap(datris, "orders_api", mode="run").status_code == 504
     assert time.monotonic() - started >= 0.1
     # A retry within 5 s of the start is debounced: no token, although a run is in flight.
     retry = run_tap(datris, "orders_api", mode="run").json()
     assert retry["status"] == "skipped" and "publisherToken" not in retry
+    datris.clock.advance(30)  # the script of the cut call finishes
     datris.wait_until_idle()
     assert len(datris.run_logs("orders_api")) == 1
 

@@ -23,7 +23,8 @@ CSV = b"id,amount\n1,9.50\n2,10.75\n3,12.00\n"
 
 @pytest.fixture(scope="module")
 def shared_server() -> Iterator[StandInDatris]:
-    with StandInDatris() as server:
+    # A manual clock: jobs move only when a test advances time.
+    with StandInDatris(clock="manual") as server:
         yield server
 
 
@@ -108,12 +109,14 @@ def test_upload_answers_the_bare_token_and_the_job_follows_the_polls(datris: Sta
     assert (job.state, job.publisher_token, job.pipeline, job.tap_name) == ("INITIALIZED", publisher, "invoices", "")
     assert (job.filename, job.record_count, job.data_type) == ("invoices.csv", 3, "csv")
 
+    datris.clock.advance(5)  # the scheduler's next tick starts the job
     first = poll(datris, publishertoken=publisher)
     assert steps(first["events"])[-1] == ("JobRunner", "begin", "info")
     assert first["rollup"]["allDone"] is False
     assert first["rollup"]["jobs"][0]["status"] == "processing"
     assert datris.job(token).state == "PROCESSING"
 
+    datris.clock.advance(2)  # the default 2 s job
     second = poll(datris, publishertoken=publisher)
     assert steps(second["events"])[-2:] == [("SnowflakeLoader", "processing", "info"), ("JobRunner", "end", "info")]
     assert second["events"][-2]["description"] == "Loaded 3 records"
@@ -152,9 +155,10 @@ def test_a_file_larger_than_memory_spooling_is_counted_exactly(datris: StandInDa
 
 
 def test_without_publishertoken_the_publisher_token_is_the_pipeline_token(datris: StandInDatris) -> None:
-    datris.add_pipeline("invoices", polls_until_start=0, polls_until_end=1)
+    datris.add_pipeline("invoices", job_seconds=1.0)
 
     response = upload(datris, "invoices", pipeline_in_query=True)
+    datris.clock.advance(6)  # the scheduler tick (5 s), then the 1 s job
 
     token = response.text
     assert datris.job(token).publisher_token == token
@@ -170,7 +174,7 @@ def test_several_uploads_share_the_publisher_token_the_client_chose(datris: Stan
     publisher = str(uuid.uuid4())
 
     tokens = [upload(datris, name, publishertoken=publisher).text for name in ("invoices", "payments")]
-    poll(datris, publishertoken=publisher)
+    datris.clock.advance(7)  # the scheduler tick, then the default 2 s jobs
     rollup = poll(datris, publishertoken=publisher)["rollup"]
 
     assert [job.pipeline_token for job in datris.jobs(publisher)] == tokens
@@ -417,11 +421,11 @@ def test_lineage_node_neighbourhood_by_direction_and_depth(datris: StandInDatris
 
 
 def test_lineage_freshness_reports_the_last_landed_job(datris: StandInDatris) -> None:
-    datris.add_pipeline("invoices", polls_until_start=0, polls_until_end=1)
+    datris.add_pipeline("invoices", job_seconds=1.0)
     token = upload(datris, "invoices").text
     assert call(datris, "GET", "/lineage/pipeline/invoices").json()["freshness"] == {"state": "unknown"}
 
-    poll(datris, pipelinetoken=token)
+    datris.clock.advance(6)  # the job ends on its own; nobody polls it
     freshness = call(datris, "GET", "/lineage/pipeline/invoices").json()["freshness"]
 
     assert freshness["state"] == "fresh"

@@ -15,6 +15,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/tap", taps.get_tap, "tap:read"),
     Route("GET", "/taps", taps.get_taps, "tap:read"),
     Route("POST", "/tap/run", taps.run_tap, "tap:run", json_body=True),
+    Route("POST", "/tap/test", taps.test_tap, "tap:run", json_body=True),
     Route("GET", "/tap/logs", taps.get_tap_logs, "job:read"),
     # Unmapped in CapabilityRoutes: let through, the key is still validated.
     Route("GET", "/tap/logs/all", taps.get_all_tap_logs),
@@ -23,6 +24,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/pipeline/upload", upload.upload_file, "document:upload"),
     Route("GET", "/version", meta.get_version, public=True),
     Route("GET", "/mcp/tools", meta.get_mcp_tools),
+    Route("GET", "/health/services", meta.get_health_services, public=True),
     # Lineage is unmapped and its controller never calls validate(): no key needed.
     Route("GET", lineage.LINEAGE_ROOT, lineage.get_lineage, checks_key=False),
     Route("GET", LINEAGE_SUBTREE, lineage.get_lineage_path, checks_key=False),

@@ -1,21 +1,22 @@
-"""Tap routes: ``GET /tap``, ``GET /taps``, ``POST /tap/run`` and the run history ``GET /tap/logs``."""
+"""Tap routes: ``GET /tap``, ``GET /taps``, ``POST /tap/run``, ``POST /tap/test`` and the run history
+``GET /tap/logs``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from datris_provider.testing.model import DatrisError
+from datris_provider.testing.auth import ANONYMOUS
+from datris_provider.testing.model import DatrisError, StandInTap
 from datris_provider.testing.routes.base import json_object_body
-from datris_provider.testing.runs import parse_test_limit
+from datris_provider.testing.runs import parse_test_limit, preview_records
 from datris_provider.testing.wire import Reply, drop_nulls, gson_dumps, spring_error
 
 if TYPE_CHECKING:
     from datris_provider.testing.auth import Caller
-    from datris_provider.testing.model import StandInTap
     from datris_provider.testing.routes.base import RouteContext
     from datris_provider.testing.serving import Call
 
-__all__ = ["get_all_tap_logs", "get_tap", "get_tap_logs", "get_taps", "run_tap", "tap_config"]
+__all__ = ["get_all_tap_logs", "get_tap", "get_tap_logs", "get_taps", "run_tap", "tap_config", "test_tap"]
 
 RUN_LOG_ROWS_RETURNED = 50
 LOGS_ALL_DEFAULT_LIMIT = 2000
@@ -68,6 +69,8 @@ def get_tap(context: RouteContext, call: Call, caller: Caller) -> Reply:
     name = call.query.get("name")
     if name is None:
         return spring_error(400, call.full_path)
+    # Another client's run waiting for this read starts first, so this answer already shows it.
+    context.runner.start_waiting_on_read(name)
     with context.state.lock:
         tap = context.state.taps.get(name)
         if tap is None:
@@ -105,6 +108,47 @@ def run_tap(context: RouteContext, call: Call, caller: Caller) -> Reply:
     params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
     test_limit = parse_test_limit(body.get("testLimit"), context.settings.error_style) if mode == "test" else None
     return Reply.json(context.runner.run(name, mode, params, test_limit, caller))
+
+
+def test_tap(context: RouteContext, call: Call, caller: Caller) -> Reply:
+    """``POST /tap/test``: run the tap configuration in the body in test mode (nothing is persisted).
+
+    The body is a TapConfig; a stored tap of that name runs with its stand-in behaviour, an unsaved
+    one with the defaults. ``testLimit`` is a query parameter here: above 0 it caps the records,
+    otherwise there is no cap. The answer has the records, their count, the logs and ``durationMs``.
+    """
+    body = json_object_body(call)
+    if isinstance(body, Reply):
+        return body
+    raw_limit = call.query.get("testLimit")
+    try:
+        limit = int(raw_limit) if raw_limit not in (None, "") else 0
+    except ValueError:
+        return spring_error(400, call.full_path)  # the Integer parameter does not bind
+    name = str(body.get("name") or "")
+    script_path = body.get("scriptPath")
+    if not script_path:
+        raise DatrisError("Script path is required for testing")
+    unsaved = StandInTap(name=name or "unsaved_tap", target_pipeline=body.get("targetPipeline"))
+    started_ms = context.state.now_ms()
+    # The test route does not check the owner scope; tap:run was checked by the interceptor.
+    answer = context.runner.run(unsaved.name, "test", {}, limit if limit > 0 else None, ANONYMOUS, unsaved=unsaved)
+    with context.state.lock:
+        tap = context.state.taps.get(unsaved.name, unsaved)
+        records = preview_records(tap, int(answer.get("recordCount", 0))) if "error" not in answer else None
+    return Reply.json(
+        drop_nulls(
+            {
+                "records": records,
+                "recordCount": answer.get("recordCount", 0),
+                "error": answer.get("error"),
+                "logs": answer.get("logs"),
+                "dataType": answer.get("dataType"),
+                "columns": answer.get("columns"),
+                "durationMs": max(0, context.state.now_ms() - started_ms),
+            }
+        )
+    )
 
 
 def get_tap_logs(context: RouteContext, call: Call, caller: Caller) -> Reply:

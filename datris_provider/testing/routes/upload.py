@@ -91,8 +91,8 @@ def _submit_locked(
         pipeline_error=pipeline.error,
         pipeline_warning=pipeline.warning,
         loader=pipeline.loader,
-        polls_until_start=pipeline.polls_until_start,
-        polls_until_end=pipeline.polls_until_end,
+        job_start_seconds=pipeline.job_start_seconds,
+        job_seconds=pipeline.job_seconds,
         filename=staged_name,
     )
     # With no publishertoken, the job's publisher token is its own pipelineToken.

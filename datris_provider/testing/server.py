@@ -7,7 +7,10 @@ The points a client most easily gets wrong are all modelled:
 
 * ``POST /tap/run`` blocks while the "script" runs, answers HTTP 200 even when the run fails, defaults
   ``mode`` to ``test`` and debounces a second ``mode=run`` call for 5 s from the start of the first.
-* The pipeline load happens *after* the run answers.
+* The pipeline load happens *after* the run answers, on the stand-in's clock: the 5 s scheduler tick
+  starts queued jobs, jobs run for their duration writing events as they go, a running job can be
+  killed, and a run nobody polls still ends. Status polls only observe.
+* Enabled cron taps are fired by the stand-in's scheduler; other clients' runs can be staged.
 * The rollup (``withrollup=true``) is computed from the stored events with the server's own rules.
 * Errors come in the two generations the real server has: ``{"error": ...}`` JSON or a plain-text
   Java stack trace served as ``application/json``.
@@ -17,6 +20,7 @@ The points a client most easily gets wrong are all modelled:
   pipelineToken as plain text, and stages the file through the same StreamNotifier events as a tap.
 * ``GET /lineage`` and ``GET /lineage/{type}/{name}``: the configuration graph
   source → tap → pipeline → dataset → catalog, with no key required.
+* ``POST /tap/test``, ``GET /health/services`` and ``GET /mcp/tools`` (the tools a key may see).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from datris_provider.testing.model import (
     StandInTap,
 )
 from datris_provider.testing.rollup import build_rollup
-from datris_provider.testing.stand_in import DEFAULT_MAX_UPLOAD_BYTES, StandInDatris
+from datris_provider.testing.stand_in import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_TIME_SCALE, StandInDatris
 from datris_provider.testing.wire import API_PREFIX, ERROR_STYLES, format_datris_time, format_elapsed
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "DEFAULT_MAX_UPLOAD_BYTES",
     "DEFAULT_PIPELINE_ERROR",
     "DEFAULT_PIPELINE_WARNING",
+    "DEFAULT_TIME_SCALE",
     "ERROR_STYLES",
     "FAULT_KINDS",
     "RecordedRequest",

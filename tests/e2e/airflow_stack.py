@@ -23,6 +23,7 @@ API (every wait raises ``AssertionError`` naming what it waited for; ``timeout``
     run_id = stack.trigger("my_dag", conf={...})              # unpauses the DAG first
     backfill = stack.backfill("my_dag", "2026-01-01", "2026-01-04", max_active_runs=4)
     runs = stack.wait_for_backfill("my_dag", expected_runs=4)  # every backfill run ended
+    stack.backfill_runs("my_dag"); stack.dag_runs("my_dag", run_type="manual")  # oldest first
 
     stack.wait_for_dag_run("my_dag", run_id)                   # -> "success" / "failed"
     stack.dag_run("my_dag", run_id)                            # the REST record
@@ -31,6 +32,7 @@ API (every wait raises ``AssertionError`` naming what it waited for; ``timeout``
     stack.task_tries("my_dag", run_id, "task")                 # one record per try
     stack.task_log("my_dag", run_id, "task")                   # every try's log, as the UI shows it
     stack.task_log("my_dag", run_id, "task", try_number=2)     # one try's
+    stack.task_log_records("my_dag", run_id, "task", 1)        # one try's structured records
     stack.wait_for_log("my_dag", run_id, "task", "Found the run")  # until the log holds a line
     stack.xcom("my_dag", run_id, "task", key="return_value")   # KeyError when there is none
     stack.xcoms("my_dag", run_id, "task")                      # {key: value}
@@ -42,11 +44,14 @@ API (every wait raises ``AssertionError`` naming what it waited for; ``timeout``
     stack.restart("triggerer")              # start it again, same command and environment
     stack.start_component("triggerer-2")    # a second triggerer ("<component>-<anything>")
     stack.kill_task_process("my_dag", run_id, "task")  # SIGKILL the running try's task process
+    stack.task_process_pid("my_dag", run_id, "task")   # its pid (None when it does not run)
+    stack.pid("scheduler"); stack.component_log("triggerer-2")
     stack.stop()                            # every process, then its children
 
     with stack.dump_on_failure(): ...       # print each component's log tail and the task logs on failure
 
-The fixtures in ``tests/e2e/conftest.py`` build stacks in a module's temporary directory and stop them
+Logs are read through the REST API, so they hold what the UI shows: the worker's lines and the
+triggerer's. The fixtures in ``tests/e2e/conftest.py`` build stacks in a module's temporary directory and stop them
 at the end of the module.
 
 A race in Airflow 3.3.2 itself: when a trigger fires before the scheduler has handled the executor's

@@ -18,6 +18,7 @@ import itertools
 import threading
 from typing import TYPE_CHECKING, Any
 
+from datris_provider.testing.injection import normalise_route
 from datris_provider.testing.model import RecordedKill, RecordedRequest, RecordedUpload, ScriptRun
 from datris_provider.testing.rollup import build_rollup
 
@@ -89,9 +90,10 @@ class Journal:
     # ---------------------------------------------------------------- reading
 
     def calls(self, route: str) -> list[RecordedRequest]:
-        """The requests of one route, e.g. ``calls("POST /tap/run")`` (route as the server writes it)."""
+        """The requests of one route, e.g. ``calls("POST /tap/run")`` (``/api/v1`` may be included)."""
+        wanted = normalise_route(route)
         with self._lock:
-            return [request for request in self.requests if request.route == route]
+            return [request for request in self.requests if request.route == wanted]
 
     def posts(self, tap_name: str, mode: str | None = "run") -> list[RecordedRequest]:
         """The ``POST /tap/run`` calls for one tap that asked for ``mode`` (None: any mode).

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from datris_provider.testing.auth import KeyRing
 from datris_provider.testing.clock import CLOCK_MODES, StandInClock
 from datris_provider.testing.dispatch import Dispatcher
-from datris_provider.testing.injection import FaultInjector, InjectedFault, normalise_route
+from datris_provider.testing.injection import FaultInjector, InjectedFault
 from datris_provider.testing.journal import Journal
 from datris_provider.testing.model import (
     DEFAULT_DATASET,
@@ -532,7 +532,7 @@ class StandInDatris:
 
     def calls(self, route: str) -> list[RecordedRequest]:
         """The recorded requests of one route, e.g. ``calls("POST /tap/run")``."""
-        return self._journal.calls(normalise_route(route))
+        return self._journal.calls(route)
 
     def events(self, publisher_token: str) -> list[dict[str, Any]]:
         """The stored status events of a publisher token (copies, ascending)."""

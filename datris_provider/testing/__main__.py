@@ -4,7 +4,8 @@ Usage::
 
     python -m datris_provider.testing serve [--port 8080] [--host 127.0.0.1] [--config FILE]
                                             [--tap NAME ...] [--demo-taps] [--api-key KEY]
-                                            [--error-style json|stacktrace]
+                                            [--error-style json|stacktrace] [--time-scale S]
+                                            [--clock scaled|manual]
 
     python -m datris_provider.testing admin [--url URL] fault ROUTE KIND [--status N] [--times N]
                                             [--seconds S] [--body TEXT] [--header NAME:VALUE ...]
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import signal
@@ -33,6 +33,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from datris_provider.testing.clock import CLOCK_MODES
 from datris_provider.testing.server import ERROR_STYLES, StandInDatris, StandInTap
 
 if TYPE_CHECKING:
@@ -47,8 +48,6 @@ DEMO_REQUEST_LOG_LIMIT = 1000
 # like a small real load.
 DEMO_SCRIPT_SECONDS = 1.0
 DEMO_JOB_SECONDS = 3.0
-DEMO_POLLS_UNTIL_START = 1
-DEMO_POLLS_UNTIL_END = 3
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8080"
 ADMIN_URL_VARIABLE = "DATRIS_STAND_IN_URL"
@@ -62,15 +61,8 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 
-def _job_knobs() -> dict[str, Any]:
-    tap_fields = {item.name for item in dataclasses.fields(StandInTap)}
-    if "job_seconds" in tap_fields:
-        return {"job_seconds": DEMO_JOB_SECONDS}
-    return {"polls_until_start": DEMO_POLLS_UNTIL_START, "polls_until_end": DEMO_POLLS_UNTIL_END}
-
-
 def _demo_tap(name: str, **fields: Any) -> StandInTap:
-    return StandInTap(name=name, script_seconds=DEMO_SCRIPT_SECONDS, **_job_knobs(), **fields)
+    return StandInTap(name=name, script_seconds=DEMO_SCRIPT_SECONDS, job_seconds=DEMO_JOB_SECONDS, **fields)
 
 
 def demo_taps() -> list[StandInTap]:
@@ -168,6 +160,18 @@ def _add_serve(commands: Any) -> None:
         default=None,
         help='error bodies of newer servers ({"error": ...}, the default) or of older ones (Java stack traces)',
     )
+    serve.add_argument(
+        "--time-scale",
+        type=float,
+        default=None,
+        help="stand-in seconds per real second (the stand-in's default speeds time up; 1 = real time)",
+    )
+    serve.add_argument(
+        "--clock",
+        choices=CLOCK_MODES,
+        default=None,
+        help="manual: time moves only through `admin advance SECONDS`",
+    )
 
 
 def _add_admin(commands: Any) -> None:
@@ -203,8 +207,8 @@ def _add_admin(commands: Any) -> None:
     advance = actions.add_parser("advance", help="move the stand-in's clock forward")
     advance.add_argument("seconds", type=float, help="stand-in seconds")
 
-    journal = actions.add_parser("journal", help="print what the stand-in received and did (JSON)")
-    journal.add_argument("--tap", help="only the script runs and requests of this tap")
+    journal = actions.add_parser("journal", help="print what the stand-in received and did (JSON; key values hidden)")
+    journal.add_argument("--tap", help="only what concerns this tap")
 
 
 def _fault_kinds() -> tuple[str, ...]:
@@ -268,6 +272,8 @@ def serve(
     config_file: str | None = None,
     taps: Sequence[str] = (),
     demo: bool = False,
+    time_scale: float | None = None,
+    clock: str | None = None,
 ) -> int:
     """Start the stand-in and block until interrupted; returns the exit code."""
     from datris_provider.testing.config import ConfigError
@@ -279,9 +285,13 @@ def serve(
         return EXIT_USAGE
     settings: dict[str, Any] = {"host": host, "port": port}
     settings.setdefault("request_log_limit", config.server.get("request_log_limit", DEMO_REQUEST_LOG_LIMIT))
-    if error_style is not None:
-        settings["error_style"] = error_style
-    datris = config.new_stand_in(**settings)
+    overrides = {"error_style": error_style, "time_scale": time_scale, "clock": clock}
+    settings.update({name: value for name, value in overrides.items() if value is not None})
+    try:
+        datris = config.new_stand_in(**settings)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     served_demo = demo or (config_file is None and not taps)
     if served_demo:
         for tap in demo_taps():
@@ -316,8 +326,11 @@ def _print_banner(datris: StandInDatris, config: StandInConfig, api_key: str | N
     names = [*config.tap_names, *(tap.name for tap in demo_taps() if demo)]
     print("Taps: " + (", ".join(names) if names else "none"))
     labels = config.api_key_labels + (["cli"] if api_key is not None else [])
-    if labels:
-        print("API keys required; keys: " + ", ".join(labels))
+    if config.require_api_keys or api_key is not None:
+        print("API keys required; keys: " + (", ".join(labels) or "none"))
+    clock = datris.clock
+    speed = "time moves only through `admin advance`" if clock.manual else f"{clock.time_scale:g} s per real second"
+    print(f"Clock: {clock.mode}, {speed}")
     print("Airflow connection:")
     print(f"  export AIRFLOW_CONN_DATRIS_DEFAULT='{connection_example(datris.url, api_key)}'")
     print(f"Steer it: python -m datris_provider.testing admin --url {datris.url} --help")
@@ -427,6 +440,8 @@ def _other_run_body(arguments: argparse.Namespace) -> dict[str, Any]:
 
 def admin(arguments: argparse.Namespace) -> int:
     """Run one ``admin`` action; prints the stand-in's answer and returns the exit code."""
+    import urllib.parse
+
     url = arguments.url or os.environ.get(ADMIN_URL_VARIABLE) or DEFAULT_ADMIN_URL
     try:
         if arguments.action == "fault":
@@ -438,34 +453,13 @@ def admin(arguments: argparse.Namespace) -> int:
         elif arguments.action == "advance":
             answer = admin_request(url, "POST", "/clock/advance", {"seconds": arguments.seconds})
         else:
-            answer = _journal(admin_request(url, "GET", "/journal"), arguments.tap)
+            query = "?" + urllib.parse.urlencode({"tap": arguments.tap}) if arguments.tap else ""
+            answer = admin_request(url, "GET", "/journal" + query)
     except AdminError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     print(json.dumps(answer, indent=2, sort_keys=True))
     return 0
-
-
-def _journal(journal: Any, tap: str | None) -> Any:
-    """The journal, or only the entries that concern one tap."""
-    if tap is None or not isinstance(journal, dict):
-        return journal
-    return {
-        section: [entry for entry in entries if _concerns(entry, tap)] if isinstance(entries, list) else entries
-        for section, entries in journal.items()
-    }
-
-
-def _concerns(entry: Any, tap: str) -> bool:
-    if not isinstance(entry, dict):
-        return False
-    if entry.get("tap_name") == tap or entry.get("tap") == tap:
-        return True
-    body = entry.get("json")
-    query = entry.get("query")
-    return (isinstance(body, dict) and body.get("name") == tap) or (
-        isinstance(query, dict) and query.get("name") == tap
-    )
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -483,6 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             config_file=arguments.config,
             taps=arguments.tap,
             demo=arguments.demo_taps,
+            time_scale=arguments.time_scale,
+            clock=arguments.clock,
         )
     return admin(arguments)
 

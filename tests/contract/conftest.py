@@ -7,7 +7,6 @@ Against a live server set ``DATRIS_CONTRACT_URL`` (the base URL, without ``/api/
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 import time
@@ -50,6 +49,7 @@ class Backend:
     tap: str | None = None
     run_timeout: float = 60.0
     job_timeout: float = 60.0
+    pass_time: Callable[[float], None] | None = field(default=None, repr=False)
     _last_run_started: float = field(default=0.0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -90,26 +90,28 @@ class Backend:
         return body
 
     def wait_for(self, what: str, read: Callable[[], Any], done: Callable[[Any], bool]) -> Any:
-        """Poll ``read`` until ``done`` holds (at most ``job_timeout`` seconds)."""
-        deadline = time.monotonic() + self.job_timeout
+        """Poll ``read`` until ``done`` holds (at most ``job_timeout`` seconds of the server's time).
+
+        The stand-in's clock is manual: it moves one second per poll, so nothing depends on real time.
+        """
+        waited = 0.0
         while True:
             value = read()
             if done(value):
                 return value
-            if time.monotonic() > deadline:
+            if waited > self.job_timeout:
                 raise AssertionError(f"{what} did not happen within {self.job_timeout} s; last seen: {value!r}")
-            time.sleep(0.05 if self.name == "stand_in" else 2.0)
-
-
-def _quick_stand_in() -> StandInDatris:
-    # Jobs end in a blink of real time where the stand-in runs on a clock that can be sped up.
-    accepted = inspect.signature(StandInDatris).parameters
-    return StandInDatris(**({"time_scale": 200.0} if "time_scale" in accepted else {}))
+            if self.pass_time is not None:
+                self.pass_time(1.0)
+                waited += 1.0
+            else:
+                time.sleep(2.0)
+                waited += 2.0
 
 
 @pytest.fixture(scope="session")
 def _contract_stand_in() -> Iterator[StandInDatris]:
-    with _quick_stand_in() as stand_in:
+    with StandInDatris(clock="manual") as stand_in:
         yield stand_in
 
 
@@ -125,7 +127,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     stand_in: StandInDatris = request.getfixturevalue("_contract_stand_in")
     stand_in.reset_state()
     stand_in.add_tap(name=STAND_IN_TAP, records=3, target_pipeline="contract_orders")
-    yield Backend(name="stand_in", api_url=stand_in.api_url, tap=STAND_IN_TAP)
+    yield Backend(name="stand_in", api_url=stand_in.api_url, tap=STAND_IN_TAP, pass_time=stand_in.clock.advance)
+    stand_in.clock.advance(3600)  # whatever a test started ends before the next one resets
     stand_in.wait_until_idle()
 
 

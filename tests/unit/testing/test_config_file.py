@@ -164,3 +164,39 @@ def test_an_api_key_value_never_appears_in_an_error(tmp_path: Path) -> None:
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.toml: no such stand-in configuration file"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_other_client_runs_are_declared_for_every_set_up(tmp_path: Path) -> None:
+    text = '[[tap]]\nname = "my_orders"\n\n[[other_client_run]]\ntap = "my_orders"\nwhen = "before_next_run"\n'
+    config = load_config(write(tmp_path, text))
+
+    with config.new_stand_in() as stand_in:
+        config.apply(stand_in)
+        answer = requests.post(f"{stand_in.api_url}/tap/run", json={"name": "my_orders", "mode": "run"}, timeout=30)
+        stand_in.wait_for(lambda: len(stand_in.journal.script_runs("my_orders")) == 1)
+        (run,) = stand_in.journal.script_runs("my_orders")
+
+    assert answer.json()["persistedReason"] == "debounced"
+    assert run.client == "other"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[[other_client_run]]\nwhen = "now"\n', "[[other_client_run]] 1: missing 'tap'"),
+        ('[[tap]]\nname = "t"\n[[other_client_run]]\ntap = "x"\n', "[[other_client_run]] 1: no [[tap]] named 'x'"),
+        ('[[tap]]\nname = "t"\n[[other_client_run]]\ntap = "t"\nparams = 3\n', "'params' must be a table"),
+        ('[[tap]]\nname = "t"\n[[other_client_run]]\ntap = "t"\nwhen = "later"\n', "when must be one of"),
+        ('[server]\nclock = "sundial"\n', "[server]: clock must be one of"),
+        ('[server]\ntime_scale = "fast"\n', "[server]: 'time_scale' must be a number, not a string ('fast')"),
+        ('[[tap]]\nname = "t"\njob_seconds = -1\n', "job_seconds cannot be negative"),
+    ],
+)
+def test_a_bad_other_client_run_or_clock_says_what_to_fix(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in error_of(tmp_path, text)
+
+
+def test_job_seconds_false_is_a_job_that_never_ends(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[[tap]]\nname = "t"\njob_seconds = false\n'))
+
+    assert config.taps[0]["job_seconds"] is None

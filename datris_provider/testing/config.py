@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
 
-from datris_provider.testing.server import StandInDatris, StandInPipeline, StandInTap
+from datris_provider.testing.server import FAULT_KINDS, StandInDatris, StandInPipeline, StandInTap
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -61,8 +61,8 @@ __all__ = ["FAULT_METHODS", "ConfigError", "StandInConfig", "fault_arguments", "
 
 SECTIONS = ("server", "tap", "pipeline", "api_key", "fault", "other_client_run")
 
-# The fault-injection methods of StandInDatris a [[fault]] entry may name in `kind`.
-FAULT_METHODS = ("fail", "delay", "reset", "html", "garbage", "proxy_timeout")
+# A [[fault]] entry's `kind`: each fault kind is the StandInDatris method of that name.
+FAULT_METHODS: tuple[str, ...] = tuple(FAULT_KINDS)
 
 # Server settings that belong to the command line (serve --host/--port) or are not data.
 _SERVER_SETTINGS_EXCLUDED = frozenset({"host", "port", "self"})
@@ -287,7 +287,7 @@ def _checked_fault(source: str, index: int, entry: Any) -> FaultSpec:
 
 
 def fault_arguments(kind: str) -> dict[str, bool]:
-    """The arguments a fault kind takes (besides ``route``), each with whether it is required."""
+    """The arguments a fault kind takes (``route`` among them), each with whether it is required."""
     if kind not in FAULT_METHODS:
         raise ValueError(f"kind must be one of {', '.join(FAULT_METHODS)}, not {kind!r}")
     return {name: spec.required for name, spec in _parameters(getattr(StandInDatris, kind)).items()}

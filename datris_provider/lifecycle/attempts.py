@@ -40,6 +40,7 @@ class AttemptLedger:
         self._store = context.get("task_state_store")
         self._key = key
         self.try_number = int(getattr(context["ti"], "try_number", None) or 1)
+        self._wrote = False
 
     @property
     def available(self) -> bool:
@@ -67,6 +68,8 @@ class AttemptLedger:
             self._store.set(self._key, record)
         except Exception as err:
             log.debug("Could not write the Datris attempt record: %s", err)
+        else:
+            self._wrote = True
 
     def posting(self, known_run_times: Sequence[str]) -> None:
         self.write(POSTING, known_run_times=list(known_run_times), started_at=time.time(), publisher_token=None)
@@ -83,10 +86,24 @@ class AttemptLedger:
             self.write(str(previous.get("state")), **kept)
         return previous
 
-    def owned_by_another_try(self) -> int | None:
-        """The newer try that has taken over this task's run, if any."""
+    def why_not_kill(self) -> str | None:
+        """Why this try must leave its run alone when it is told to stop, or None when it owns the run.
+
+        A try replaced by a newer one can no longer read the record: Airflow answers for its task
+        instance only while it is the current try. A record this try wrote that has become unreadable
+        is therefore taken to mean that a newer try may follow the run.
+        """
+        if self._store is None:
+            return None
         record = self.read()
-        owner = record.get("try_number") if record else None
+        if record is None:
+            if self._wrote:
+                return (
+                    "this try can no longer read its attempt record, so a newer try may be following its Datris "
+                    "run; it stops without killing it (kill the run in the Datris UI if no try follows it)"
+                )
+            return None
+        owner = record.get("try_number")
         if isinstance(owner, int) and owner > self.try_number:
-            return owner
+            return f"try {owner} of this task has taken over its Datris run; this try stops without killing it"
         return None

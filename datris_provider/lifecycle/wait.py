@@ -172,9 +172,9 @@ def stop_and_kill(
         signal.stop()
     if hook is None or listener is None:
         return
-    owner = ledger.owned_by_another_try() if ledger is not None else None
-    if owner is not None:
-        listener.warning(f"Try {owner} of this task has taken over its Datris run; this try stops without killing it.")
+    reason = ledger.why_not_kill() if ledger is not None else None
+    if reason is not None:
+        listener.warning(reason[0].upper() + reason[1:] + ".")
         return
     kill_jobs_now(hook, tokens, listener)
 

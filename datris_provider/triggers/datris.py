@@ -69,18 +69,21 @@ async def _task_lives_on(trigger: BaseTrigger) -> bool:
         return False
     try:
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+        from asgiref.sync import sync_to_async
 
+        # Through asgiref, as Airflow's own triggers do: the triggerer answers the supervisor calls of
+        # a sync function run this way, not of one run in a plain thread.
         states = await asyncio.wait_for(
-            asyncio.to_thread(
-                RuntimeTaskInstance.get_task_states,
+            sync_to_async(RuntimeTaskInstance.get_task_states)(
                 dag_id=ti.dag_id,
                 task_ids=[ti.task_id],
                 run_ids=[ti.run_id],
                 map_index=ti.map_index,
             ),
-            timeout=5.0,
+            timeout=10.0,
         )
-    except Exception:
+    except Exception as err:
+        trigger.log.warning("Could not read the task's state before killing its Datris jobs: %s", err)
         return False
     by_task = states.get(ti.run_id, {}) if isinstance(states, dict) else {}
     return isinstance(by_task, dict) and by_task.get(ti.task_id) in TASK_LIVES_ON

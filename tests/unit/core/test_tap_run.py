@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from datris_provider.client.api import DatrisClient
-from datris_provider.client.errors import DatrisRunNotFoundError, DatrisRunStoppedError
+from datris_provider.client.errors import DatrisRunNotFoundError, DatrisRunStoppedError, DatrisWaitTimeoutError
 from datris_provider.client.settings import ClientSettings, RetryPolicy
-from datris_provider.core.tap_run import TapRunSpec, TapRunTracker
+from datris_provider.core.steps import drive
+from datris_provider.core.tap_run import TapRunSpec, TapRunTracker, kill_jobs
 from datris_provider.testing import StandInTap
 
 
@@ -50,6 +52,10 @@ def _tracker(client, tap_name: str, listener: RecordingListener, **spec) -> TapR
     return TapRunTracker(client, TapRunSpec(tap_name=tap_name, poll_interval=0.02, **spec), listener)
 
 
+def _kill_unfinished(tracker: TapRunTracker, client, listener: RecordingListener):
+    return drive(kill_jobs(tracker.unfinished_tokens(), listener, clock=time.monotonic), client, time.sleep)
+
+
 def test_tokens_are_reported_before_the_wait(datris_stand_in, client):
     datris_stand_in.add_tap(StandInTap(name="orders", job_seconds=4.0))
     listener = RecordingListener()
@@ -72,7 +78,8 @@ def test_a_run_already_in_flight_is_joined_not_repeated(datris_stand_in, client)
 
     assert len(datris_stand_in.calls("POST /tap/run")) == 1
     assert result.publisher_token == datris_stand_in.run_logs("orders")[0]["publisherToken"]
-    assert "already running on Datris" in listener.text()
+    assert "is busy: a run of the tap is in flight on Datris" in listener.text()
+    assert "follows that run instead of starting a second one" in listener.text()
 
 
 def test_a_run_call_that_never_reached_datris_is_reported_as_not_found(datris_stand_in, client):
@@ -91,7 +98,7 @@ def test_stop_ends_the_wait(datris_stand_in, client):
     listener = RecordingListener()
     tracker = _tracker(client, "orders", listener)
     original = listener.tokens_known
-    listener.tokens_known = lambda *args: (original(*args), tracker.stop())  # type: ignore[method-assign]
+    listener.tokens_known = lambda *args: (original(*args), tracker.signal.stop())  # type: ignore[method-assign]
 
     with pytest.raises(DatrisRunStoppedError):
         tracker.run()
@@ -101,11 +108,11 @@ def test_kill_asks_once_per_unfinished_job_and_takes_not_running_calmly(datris_s
     datris_stand_in.add_tap(StandInTap(name="docs", tap_type="document", documents=2, job_seconds=None))
     listener = RecordingListener()
     tracker = _tracker(client, "docs", listener, timeout=0.3)
-    with pytest.raises(Exception, match="did not finish in time"):
+    with pytest.raises(DatrisWaitTimeoutError, match="did not finish in time"):
         tracker.run()
 
-    first = tracker.kill_unfinished_jobs()
-    second = tracker.kill_unfinished_jobs()
+    first = _kill_unfinished(tracker, client, listener)
+    second = _kill_unfinished(tracker, client, listener)
 
     assert [answer.killed for answer in first] == [True, True]
     assert sorted(datris_stand_in.kills) == sorted(answer.pipeline_token for answer in first)
@@ -115,7 +122,7 @@ def test_kill_asks_once_per_unfinished_job_and_takes_not_running_calmly(datris_s
 
 def test_kill_before_any_job_exists_says_the_script_cannot_be_cancelled(client):
     listener = RecordingListener()
-    assert _tracker(client, "orders", listener).kill_unfinished_jobs() == []
+    assert _kill_unfinished(_tracker(client, "orders", listener), client, listener) == []
     assert "cannot be cancelled" in listener.text()
 
 

@@ -58,7 +58,7 @@ def test_a_retry_claims_the_run_before_anything_else_and_the_stopped_try_leaves_
     assert previous is not None and previous["publisher_token"] == "tok-1" and previous["try_number"] == 1
     assert state.values["datris_run"]["try_number"] == 2
     assert state.values["datris_run"]["publisher_token"] == "tok-1"
-    assert first.owned_by_another_try() == 2
+    assert first.why_not_kill() == "try 2 of this task has taken over its Datris run; this try stops without killing it"
     assert notes.lines == ["Try 2 of this task has taken over its Datris run; this try stops without killing it."]
 
 
@@ -96,4 +96,33 @@ def test_without_task_state_nothing_is_recorded_and_nothing_is_owned():
     assert not ledger.available
     assert ledger.read() is None
     assert ledger.claim() is None
-    assert ledger.owned_by_another_try() is None
+    assert ledger.why_not_kill() is None
+
+
+def test_a_try_that_can_no_longer_read_its_own_record_kills_nothing():
+    class ReplacedTry(TaskState):
+        """Airflow answers 404 for a try once a newer try has replaced it."""
+
+        replaced = False
+
+        def get(self, key: str, default: Any = None) -> Any:
+            if self.replaced:
+                raise KeyError(key)
+            return super().get(key, default)
+
+    state = ReplacedTry()
+    ledger = AttemptLedger(context(state, 1))
+    ledger.write("following", publisher_token="tok-1")
+    notes = Notes()
+
+    state.replaced = True
+    stop_and_kill(None, NoKills(), ["job-1"], notes, ledger)  # type: ignore[arg-type]
+
+    (line,) = notes.lines
+    assert line.startswith("This try can no longer read its attempt record")
+
+
+def test_a_try_that_never_recorded_anything_still_kills_its_jobs():
+    ledger = AttemptLedger(context(TaskState(), 1))
+
+    assert ledger.why_not_kill() is None

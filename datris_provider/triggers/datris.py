@@ -53,6 +53,9 @@ class _WarningsOnly(LogListener):
         pass
 
 
+# Airflow 3.3.2's triggerer was seen not to answer this read during on_kill: keep the kill it delays short.
+STATE_READ_SECONDS = 3.0
+
 # Task states in which a try of the task is still, or again, at work: its run is not for this trigger to kill.
 TASK_LIVES_ON = frozenset({"deferred", "running", "queued", "scheduled", "up_for_retry", "up_for_reschedule"})
 
@@ -68,22 +71,15 @@ async def _task_lives_on(trigger: BaseTrigger) -> bool:
     if ti is None:
         return False
     try:
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-        from asgiref.sync import sync_to_async
+        from airflow.sdk.execution_time import task_runner
+        from airflow.sdk.execution_time.comms import GetTaskStates
 
-        # Through asgiref, as Airflow's own triggers do: the triggerer answers the supervisor calls of
-        # a sync function run this way, not of one run in a plain thread.
-        states = await asyncio.wait_for(
-            sync_to_async(RuntimeTaskInstance.get_task_states)(
-                dag_id=ti.dag_id,
-                task_ids=[ti.task_id],
-                run_ids=[ti.run_id],
-                map_index=ti.map_index,
-            ),
-            timeout=10.0,
-        )
+        # Straight to the triggerer's own channel, on this event loop: no thread hop to wait on.
+        request = GetTaskStates(dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index)
+        answer = await asyncio.wait_for(task_runner.SUPERVISOR_COMMS.asend(request), timeout=STATE_READ_SECONDS)
+        states = getattr(answer, "task_states", None)
     except Exception as err:
-        trigger.log.warning("Could not read the task's state before killing its Datris jobs: %s", err)
+        trigger.log.warning("Could not read the task's state before killing its Datris jobs: %r", err)
         return False
     by_task = states.get(ti.run_id, {}) if isinstance(states, dict) else {}
     return isinstance(by_task, dict) and by_task.get(ti.task_id) in TASK_LIVES_ON

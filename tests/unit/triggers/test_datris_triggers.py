@@ -148,34 +148,37 @@ def test_a_tap_run_trigger_stopped_in_the_script_phase_says_the_load_runs_unwatc
 def test_on_kill_of_a_trigger_whose_task_lives_on_kills_nothing(monkeypatch):
     from types import SimpleNamespace
 
+    from airflow.sdk.execution_time import task_runner
+
     from datris_provider.triggers import datris as triggers
 
     trigger = DatrisPipelineTrigger(datris_conn_id="datris_default", publisher_token="t", expected_tokens=["job-1"])
     trigger.task_instance = SimpleNamespace(dag_id="d", task_id="run_tap", run_id="r", map_index=-1)
     killed: list[str] = []
 
+    class Supervisor:
+        """The triggerer's channel to its supervisor, answering this task instance's state."""
+
+        def __init__(self, state: str) -> None:
+            self.state = state
+
+        async def asend(self, request):
+            assert (request.dag_id, request.task_ids, request.run_ids) == ("d", ["run_tap"], ["r"])
+            return SimpleNamespace(task_states={"r": {"run_tap": self.state}})
+
     async def kill() -> None:
         killed.append("job-1")
 
     monkeypatch.setattr(trigger, "_kill_unfinished", kill)
-    monkeypatch.setattr(
-        "airflow.sdk.execution_time.task_runner.RuntimeTaskInstance.get_task_states",
-        staticmethod(lambda **kwargs: {"r": {"run_tap": "deferred"}}),
-    )
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", Supervisor("deferred"), raising=False)
     asyncio.run(trigger.on_kill())
     assert killed == []
 
-    monkeypatch.setattr(
-        "airflow.sdk.execution_time.task_runner.RuntimeTaskInstance.get_task_states",
-        staticmethod(lambda **kwargs: {"r": {"run_tap": "running"}}),  # a newer try took over
-    )
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", Supervisor("running"), raising=False)  # a newer try took over
     asyncio.run(trigger.on_kill())
     assert killed == []
 
-    monkeypatch.setattr(
-        "airflow.sdk.execution_time.task_runner.RuntimeTaskInstance.get_task_states",
-        staticmethod(lambda **kwargs: {"r": {"run_tap": "failed"}}),
-    )
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", Supervisor("failed"), raising=False)
     asyncio.run(trigger.on_kill())
     assert killed == ["job-1"]
     assert {"script_done", "done", "timeout", "error"} == triggers.EVENT_STATUSES

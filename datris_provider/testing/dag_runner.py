@@ -161,7 +161,7 @@ class AirflowDagRunner:
         kwargs: dict[str, Any] = {"run_conf": run_conf}
         if logical_date is not None:
             kwargs["logical_date"] = logical_date
-        with _airflow_3_0_test_output():
+        with _airflow_3_0_test_output(), _masked_secrets_not_logged():
             dag_run = dag.test(**kwargs)
         return self._collect(dag_run)
 
@@ -229,16 +229,32 @@ class _SilentStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _drop_secret_requests(logger: Any, method_name: str, event_dict: Any) -> Any:
-    """A structlog processor dropping Airflow 3.0's debug record of each secret it is asked to mask.
+    """A structlog processor dropping the debug record of each secret the task asks Airflow to mask.
 
     The in-process supervisor of ``dag.test()`` logs ``Sending request msg=MaskSecret(value=…)`` for
-    every connection password and sensitive variable, before the masker knows the value.
+    every connection password and sensitive variable, at debug level and unmasked.
     """
     import structlog
 
     if any(type(value).__name__ == "MaskSecret" for value in event_dict.values()):
         raise structlog.DropEvent
     return event_dict
+
+
+@contextmanager
+def _masked_secrets_not_logged() -> Iterator[None]:
+    """Keep ``dag.test()``'s records of masked secrets out of the output, whatever level structlog logs
+    at: Airflow 3.0 leaves structlog unconfigured (debug), and a project may configure it at debug
+    itself, on any Airflow version."""
+    import structlog
+
+    structlog.configure(processors=[_drop_secret_requests, *structlog.get_config()["processors"]])
+    try:
+        yield
+    finally:
+        # Only this run's processor goes: whatever configured structlog meanwhile stays.
+        kept = [step for step in structlog.get_config()["processors"] if step is not _drop_secret_requests]
+        structlog.configure(processors=kept)
 
 
 @contextmanager
@@ -249,8 +265,7 @@ def _airflow_3_0_test_output() -> Iterator[None]:
       line then shows twice (the handler, then the root logger): a handler that prints nothing
       takes its place.
     - Its in-process supervisor logs each message at debug level, through structlog's unconfigured
-      (debug) default: only info and above are kept. Its records of secrets sent to the masker
-      are dropped at any level, also where the project configured structlog itself.
+      (debug) default: only info and above are kept.
     - Tracebacks are wrapped at the terminal width (80 in a pipe), cutting messages in two.
     """
     if not _AIRFLOW_3_0:
@@ -264,16 +279,12 @@ def _airflow_3_0_test_output() -> Iterator[None]:
         task_logger.addHandler(silent)
     if not structlog.is_configured():
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    structlog.configure(processors=[_drop_secret_requests, *structlog.get_config()["processors"]])
     columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "1000"
     try:
         yield
     finally:
         task_logger.removeHandler(silent)
-        # Only this run's processor goes: whatever else configured structlog meanwhile stays.
-        kept = [step for step in structlog.get_config()["processors"] if step is not _drop_secret_requests]
-        structlog.configure(processors=kept)
         if columns is None:
             os.environ.pop("COLUMNS", None)
         else:

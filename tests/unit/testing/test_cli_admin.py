@@ -90,9 +90,9 @@ def serving(_serving: StandInDatris) -> Iterator[StandInDatris]:
 def admin(stand_in: StandInDatris, capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[int, Any]:
     code = main(["admin", "--url", stand_in.url, *arguments])
     captured = capsys.readouterr()
+    # In this process the stand-in's own request log may share stdout and stderr (once Airflow set up logging).
     if code != 0:
-        return code, captured.err
-    # In this process the stand-in's own request log may share stdout (once Airflow set up logging).
+        return code, [line for line in captured.err.splitlines() if line.startswith("error: ")][-1]
     lines = captured.out.splitlines()
     start, end = lines.index("{"), len(lines) - lines[::-1].index("}")
     return code, json.loads("\n".join(lines[start:end]))

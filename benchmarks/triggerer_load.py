@@ -188,8 +188,8 @@ def cache_tls_contexts() -> None:
 async def _measure(tokens: list[str], poll_interval: float, duration: float, variant: str) -> dict[str, Any]:
     from datris_provider.client.async_api import AsyncDatrisClient
     from datris_provider.core.log_stream import EventCursor
+    from datris_provider.core.pipeline import PipelineFollower
     from datris_provider.core.steps import drive_async
-    from datris_provider.core.tap_run import PipelineFollower
     from datris_provider.hooks.datris import DatrisHook
     from datris_provider.triggers.datris import DatrisPipelineTrigger
 

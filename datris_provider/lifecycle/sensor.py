@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, PokeReturnValue
 
     from datris_provider.client.models import Rollup
-    from datris_provider.core.tap_run import PipelineFollower
+    from datris_provider.core.pipeline import PipelineFollower
     from datris_provider.sensors.pipeline import DatrisPipelineSensor
 
 CURSOR_KEY = "datris_sensor_cursor"

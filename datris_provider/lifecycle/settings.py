@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from datris_provider.core.tap_run import PipelineFollower, RunListener
+    from datris_provider.core.pipeline import PipelineFollower
+    from datris_provider.core.tap_run import RunListener
 
 DEFAULT_TIMEOUT = timedelta(hours=12)
 DEFAULT_POLL_INTERVAL = 15.0
@@ -70,7 +71,7 @@ class WaitSettings:
 
     def follower(self, listener: RunListener, *, cursor: list[list[Any]] | None = None) -> PipelineFollower:
         from datris_provider.core.log_stream import EventCursor
-        from datris_provider.core.tap_run import PipelineFollower
+        from datris_provider.core.pipeline import PipelineFollower
 
         return PipelineFollower(
             listener,

@@ -25,8 +25,8 @@ from datris_provider.lifecycle.listener import TaskRunListener
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from datris_provider.core.pipeline import PipelineFollower
     from datris_provider.core.stopping import StopSignal
-    from datris_provider.core.tap_run import PipelineFollower
     from datris_provider.hooks.datris import DatrisHook
     from datris_provider.operators.upload import DatrisUploadFileOperator
 

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
 
     from datris_provider.client.models import Rollup
+    from datris_provider.core.pipeline import PipelineFollower
     from datris_provider.core.stopping import StopSignal
-    from datris_provider.core.tap_run import PipelineFollower, RunListener
+    from datris_provider.core.tap_run import RunListener
     from datris_provider.hooks.datris import DatrisHook
     from datris_provider.lifecycle.attempts import AttemptLedger
     from datris_provider.lifecycle.settings import WaitSettings
@@ -154,8 +155,8 @@ def judge(target: WaitTarget, rollup: Rollup, listener: RunListener) -> tuple[st
 
 def kill_jobs_now(hook: DatrisHook, tokens: Sequence[str], listener: RunListener) -> None:
     """Ask Datris, once per job and briefly, to kill each job (Airflow leaves a killed task seconds)."""
+    from datris_provider.core.pipeline import kill_jobs
     from datris_provider.core.steps import drive
-    from datris_provider.core.tap_run import kill_jobs
 
     drive(kill_jobs(tokens, listener, clock=time.monotonic), hook.client, time.sleep)
 

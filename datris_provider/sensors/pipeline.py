@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context, PokeReturnValue
 
-    from datris_provider.core.tap_run import PipelineFollower
+    from datris_provider.core.pipeline import PipelineFollower
 
 
 class DatrisPipelineSensor(BaseSensorOperator):

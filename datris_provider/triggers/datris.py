@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from datris_provider.client.async_api import AsyncDatrisClient
-    from datris_provider.core.tap_run import PipelineFollower
+    from datris_provider.core.pipeline import PipelineFollower
 
 EVENT_STATUSES = frozenset({SCRIPT_DONE, DONE, TIMEOUT, ERROR})
 
@@ -221,8 +221,8 @@ class DatrisPipelineTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from datris_provider.core.pipeline import PipelineFollower
         from datris_provider.core.steps import drive_async
-        from datris_provider.core.tap_run import PipelineFollower
 
         follower = PipelineFollower(
             _WarningsOnly(self.log),
@@ -283,8 +283,8 @@ class DatrisPipelineTrigger(BaseTrigger):
         await self._kill_unfinished()
 
     async def _kill_unfinished(self) -> None:
+        from datris_provider.core.pipeline import kill_jobs
         from datris_provider.core.steps import drive_async
-        from datris_provider.core.tap_run import kill_jobs
 
         tokens = self._follower.unfinished_tokens(self.expected_tokens) if self._follower else self.expected_tokens
         client = await _client(self.datris_conn_id)

@@ -10,8 +10,9 @@ import pytest
 from datris_provider.client.api import DatrisClient
 from datris_provider.client.errors import DatrisRunNotFoundError, DatrisRunStoppedError, DatrisWaitTimeoutError
 from datris_provider.client.settings import ClientSettings, RetryPolicy
+from datris_provider.core.pipeline import kill_jobs
 from datris_provider.core.steps import drive
-from datris_provider.core.tap_run import TapRunSpec, TapRunTracker, kill_jobs
+from datris_provider.core.tap_run import TapRunSpec, TapRunTracker
 from datris_provider.testing import StandInTap
 
 

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from urllib.parse import urlsplit
 
 import pytest
+
+AIRFLOW_MINOR = tuple(int(part) for part in metadata.version("apache-airflow-core").split(".")[:2])
+
+
+# The Test button's route, its masked-password handling and the form schema are Airflow 3.3's.
+ON_AIRFLOW_33 = pytest.mark.skipif(AIRFLOW_MINOR < (3, 3), reason="the UI's connection test as Airflow 3.3 serves it")
 
 KEY = "dk_live_ui_test_0a1b2c3d"
 
@@ -60,6 +67,7 @@ def _test_button(api, conn_id: str, *, host: str, port: int | None):
     return api.post("/api/v2/connections/test", json=body)
 
 
+@ON_AIRFLOW_33
 def test_test_button_works_for_a_connection_with_its_port_field_set(datris_stand_in, airflow_api, stored_connection):
     datris_stand_in.require_api_keys()
     datris_stand_in.add_api_key(KEY, label="airflow")
@@ -77,6 +85,7 @@ def test_test_button_works_for_a_connection_with_its_port_field_set(datris_stand
     assert KEY not in answer.text
 
 
+@ON_AIRFLOW_33
 def test_test_button_refuses_a_connection_with_an_empty_port_field(datris_stand_in, airflow_api, stored_connection):
     # Airflow 3.3 compares the 0 the UI sends with the stored null and refuses the test before the
     # hook runs; the README tells users to fill in Port (which the hook now uses).
@@ -141,6 +150,7 @@ def test_credentials_in_the_host_fail_the_task_at_once_and_are_shown_nowhere(dat
     assert datris.requests == []
 
 
+@ON_AIRFLOW_33
 def test_the_form_airflow_draws_has_a_port_and_a_verify_tls_switch(airflow_api):
     (meta,) = [
         hook for hook in airflow_api.get("/ui/connections/hook_meta").json() if hook["connection_type"] == "datris"

@@ -209,9 +209,10 @@ def refuse_if_datris_scheduled(tap: TapConfig) -> None:
 def plan_run(spec: TapRunSpec, listener: RunListener) -> Steps[RunPlan]:
     """Read the server's limits and the tap, refuse a Datris-scheduled tap, and decide what to run."""
     version = yield Call("get_version")
+    # The history before the tap: a run seen in flight then cannot already be in the history read.
+    history: list[RunLogEntry] = yield Call("get_tap_logs", (spec.tap_name,))
     tap = yield Call("get_tap", (spec.tap_name,))
     refuse_if_datris_scheduled(tap)
-    history: list[RunLogEntry] = yield Call("get_tap_logs", (spec.tap_name,))
     plan = RunPlan(
         script_limit_seconds=float(version.run_script_limit_seconds),
         known_run_times=tuple(entry.run_time for entry in history),
@@ -355,8 +356,8 @@ def start_run(spec: TapRunSpec, plan: RunPlan, listener: RunListener, *, recheck
     waited = 0.0
     debounce_left = 0.0
     if recheck and plan.busy_reason is None:
-        tap = yield Call("get_tap", (spec.tap_name,))
         history: list[RunLogEntry] = yield Call("get_tap_logs", (spec.tap_name,))
+        tap = yield Call("get_tap", (spec.tap_name,))
         if tap.is_running or _new_runs(history, plan):
             if spec.if_busy == JOIN:
                 listener.warning(f"A run of tap '{spec.tap_name}' started since this task checked; following it.")

@@ -68,7 +68,7 @@ def test_tokens_are_reported_before_the_wait(datris_stand_in, client):
 
 
 def test_a_run_already_in_flight_is_joined_not_repeated(datris_stand_in, client):
-    datris_stand_in.add_tap(StandInTap(name="orders", script_seconds=0.5))
+    datris_stand_in.add_tap(StandInTap(name="orders", script_seconds=30.0))
     other = threading.Thread(target=lambda: _tracker(client, "orders", RecordingListener()).run())
     other.start()
     datris_stand_in.wait_until_running("orders")

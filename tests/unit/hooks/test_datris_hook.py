@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from importlib import metadata
 from urllib.parse import urlsplit
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from datris_provider.client.errors import DatrisConfigError
 from datris_provider.hooks.datris import DatrisHook
 from datris_provider.testing.dag_runner import connection_json
+
+AIRFLOW_MINOR = tuple(int(part) for part in metadata.version("apache-airflow-core").split(".")[:2])
 
 KEY = "dk_live_hook_0123456789"
 SECRET = "s3cret-hook-5f4e"
@@ -82,6 +85,10 @@ def test_an_unreachable_server_is_named_with_the_port_field(monkeypatch, closed_
 # -- one reader for the sync and the async path ------------------------------------------------------
 
 
+@pytest.mark.skipif(
+    AIRFLOW_MINOR < (3, 1),
+    reason="Airflow 3.0 drops a connection variable whose Extra is not a JSON object before the provider reads it",
+)
 @READERS
 @pytest.mark.parametrize(
     ("extra", "message"),

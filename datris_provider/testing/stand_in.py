@@ -578,14 +578,15 @@ class StandInDatris:
                 self._state.changed.wait(min(remaining, _WAIT_FOR_RECHECK_SECONDS))
 
     def advance_clock_when(self, predicate: Callable[[], bool], seconds: float, *, timeout: float = 60.0) -> None:
-        """Advance the clock by ``seconds`` as soon as ``predicate()`` holds (watched in the background,
-        for at most ``timeout`` real seconds). Lets a DAG test on a paused clock say "this job ends
-        once those polls have failed" without guessing at wall-clock times."""
+        """Advance the clock by ``seconds`` as soon as ``predicate()`` holds (watched in the background),
+        and at the latest after ``timeout`` real seconds, so a test whose condition never comes fails
+        on its assertions instead of hanging on a clock that stands still. Lets a DAG test on a paused
+        clock say "this job ends once those polls have failed" without guessing at wall-clock times."""
 
         def watch() -> None:
             with suppress(TimeoutError):
                 self.wait_for(predicate, timeout)
-                self.clock.advance(seconds)
+            self.clock.advance(seconds)
 
         threading.Thread(target=watch, name="stand-in-datris clock watcher", daemon=True).start()
 

@@ -206,7 +206,9 @@ def test_retry_does_not_start_a_second_run_while_the_first_is_processing(datris,
         "AIRFLOW_CONN_DATRIS_DEFAULT",
         f'{{"conn_type": "datris", "host": "{datris.url}", "extra": {{"retries": 0}}}}',
     )
-    # The first attempt's polls fail until it gives up, while its run's pipeline is still going.
+    # The first attempt's polls fail until it gives up, while its run's pipeline is still going (long
+    # enough on the stand-in's clock for the retry to find it loading: before 3.3 that is how it knows).
+    datris.tap("orders_api_to_postgres").job_seconds = 250.0
     datris.fail("GET /pipeline/status", 503, times=2)
 
     outcome = datris_dag_runner.run("tap_with_retries")

@@ -329,6 +329,11 @@ def test_the_key_is_in_no_repr():
 # -- the soak -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(
+    tuple(int(part) for part in metadata.version("apache-airflow-core").split(".")[:2]) < (3, 3),
+    reason="before 3.3 no task state tells a retry that a run which ended meanwhile was its own, so the tap "
+    "runs again (documented); the soak's no-double-fire promise needs the task state",
+)
 def test_seeded_soak_has_no_double_fire_no_lost_or_repeated_line_and_no_leak(datris, datris_dag_runner, capfd):
     summary = run_soak(
         datris,

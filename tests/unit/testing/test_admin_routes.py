@@ -7,16 +7,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from datris_provider.testing import StandInDatris
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[StandInDatris]:
-    with StandInDatris(clock="manual") as server:
-        yield server
+    from datris_provider.testing import StandInDatris
 
 
 @pytest.fixture

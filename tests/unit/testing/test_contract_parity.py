@@ -14,12 +14,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[StandInDatris]:
-    with StandInDatris(clock="manual") as server:
-        yield server
-
-
 @pytest.fixture
 def datris(shared_server: StandInDatris) -> Iterator[StandInDatris]:
     shared_server.reset_state()

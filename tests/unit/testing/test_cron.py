@@ -53,12 +53,6 @@ def test_a_tap_with_a_bad_cron_is_refused_when_added() -> None:
         StandInDatris().add_tap(name="t", cron="0 6 * * *")
 
 
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[StandInDatris]:
-    with StandInDatris(clock="manual") as server:
-        yield server
-
-
 @pytest.fixture
 def datris(shared_server: StandInDatris) -> Iterator[StandInDatris]:
     shared_server.reset_state()

@@ -10,18 +10,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from datris_provider.testing import StandInDatris
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from datris_provider.testing import StandInDatris
+
 SCRIPT_SECONDS = 10.0
-
-
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[StandInDatris]:
-    with StandInDatris(clock="manual") as server:
-        yield server
 
 
 @pytest.fixture

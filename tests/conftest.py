@@ -5,10 +5,14 @@ import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from datris_provider.testing import StandInDatris, StandInTap
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # OpenLineage reads its transport when Airflow loads plugins, so it is set before Airflow is imported.
 OPENLINEAGE_EVENTS = Path(tempfile.mkdtemp(prefix="datris-openlineage-")) / "events.jsonl"
@@ -39,3 +43,26 @@ def datris(datris_stand_in: StandInDatris, datris_connection: str) -> StandInDat
     for tap in STANDARD_TAPS:
         datris_stand_in.add_tap(replace(tap))
     return datris_stand_in
+
+
+@pytest.fixture
+def retry_has_read_the_history(datris: StandInDatris) -> Callable[[int], Callable[[], bool]]:
+    """``retry_has_read_the_history(n)`` is a condition that holds once ``n`` injected failures were
+    served and, after them, the run history was read again: the retry has made its plan. Held on it
+    (``datris.hold_clock_until``), a load is still running when the retry looks, on any machine; before
+    Airflow 3.3 that is the only way a retry knows its earlier try's run."""
+
+    def condition(failures: int) -> Callable[[], bool]:
+        reads_after_failures: list[int] = []
+
+        def holds() -> bool:
+            reads = len(datris.calls("GET /tap/logs"))
+            if not reads_after_failures:
+                if len([request for request in datris.requests if request.fault == "fail"]) < failures:
+                    return False
+                reads_after_failures.append(reads)
+            return reads > reads_after_failures[0]
+
+        return holds
+
+    return condition

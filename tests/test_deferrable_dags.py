@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
 import pytest
 
 pytestmark = pytest.mark.dag
@@ -74,18 +72,14 @@ def test_deferred_timeout_kills_the_job_then_fails(datris, datris_dag_runner, da
     assert datris.kills == outcome.xcom("run_tap", "pipeline_tokens")
 
 
-@pytest.mark.skipif(
-    tuple(int(part) for part in metadata.version("apache-airflow-core").split(".")[:2]) < (3, 1),
-    reason="on Airflow 3.0 the retry is resumed with the old try's event (fixed in 3.1.1); starting over from it, "
-    "the retry without task state does not yet find the run still loading (known gap, see CHANGELOG)",
-)
-def test_deferred_retry_follows_the_previous_run(datris, datris_dag_runner, monkeypatch):
+def test_deferred_retry_follows_the_previous_run(datris, datris_dag_runner, monkeypatch, retry_has_read_the_history):
     monkeypatch.setenv(
         "AIRFLOW_CONN_DATRIS_DEFAULT", f'{{"conn_type": "datris", "host": "{datris.url}", "extra": {{"retries": 0}}}}'
     )
     # One failed read before deferring, then two in a row in the trigger: more than max_poll_failures=1.
-    # The load lasts long enough for the retry to find it loading (how it knows its run before 3.3).
-    datris.tap("orders_api_to_postgres").job_seconds = 250.0
+    # The load is still running when the retry looks (how it knows its run before 3.3): time stands still.
+    datris.scheduler_tick_seconds = 0
+    datris.hold_clock_until(retry_has_read_the_history(3))
     datris.fail("GET /pipeline/status", 503, times=3)
 
     outcome = datris_dag_runner.run("deferred_with_retries")

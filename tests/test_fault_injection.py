@@ -8,9 +8,7 @@ output, the XComs or the rendered template fields. The checks are
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import time
 from importlib import metadata
 
@@ -224,32 +222,14 @@ def test_run_call_stopped_before_the_tap_ran_is_retried_by_airflow_once(datris, 
 # -- the pipeline wait ------------------------------------------------------------------------------
 
 
-def _resume_clock_when(datris, condition) -> None:
-    """Let the stand-in's time run again once ``condition`` holds (at the latest after a minute)."""
-    with contextlib.suppress(TimeoutError):
-        datris.wait_for(condition, timeout=60)
-    datris.clock.resume()
-
-
 @pytest.mark.parametrize("dag_id", MODES)
-def test_poll_failures_beyond_max_poll_failures_retry_and_attach_to_the_run(datris, datris_dag_runner, dag_id):
+def test_poll_failures_beyond_max_poll_failures_retry_and_attach_to_the_run(
+    datris, datris_dag_runner, retry_has_read_the_history, dag_id
+):
     # Two polls get through (their events are printed), then the polls fail until the try gives up.
-    # The job starts at once and ends only once those polls have failed: the clock stands still till then.
-    datris.clock.pause()
+    # The job starts at once and ends only once the retry has looked: the clock stands still till then.
     datris.scheduler_tick_seconds = 0
-
-    # ...and the retry has read the run history (before 3.3 it follows only a run still loading).
-    history_reads_when_failed: list[int] = []
-
-    def retry_planned() -> bool:
-        reads = len(datris.calls("GET /tap/logs"))
-        if not history_reads_when_failed:
-            if len([r for r in datris.requests if r.fault == "fail"]) < BUDGET.poll_burst:
-                return False
-            history_reads_when_failed.append(reads)
-        return reads > history_reads_when_failed[0]
-
-    threading.Thread(target=_resume_clock_when, args=(datris, retry_planned), daemon=True).start()
+    datris.hold_clock_until(retry_has_read_the_history(BUDGET.poll_burst))
     datris.delay(STATUS, 0.01, times=2)
     datris.fail(STATUS, 503, times=BUDGET.poll_burst)
 

@@ -582,11 +582,20 @@ class StandInDatris:
         and at the latest after ``timeout`` real seconds, so a test whose condition never comes fails
         on its assertions instead of hanging on a clock that stands still. Lets a DAG test on a paused
         clock say "this job ends once those polls have failed" without guessing at wall-clock times."""
+        self._once(predicate, timeout, lambda: self.clock.advance(seconds))
 
+    def hold_clock_until(self, predicate: Callable[[], bool], *, timeout: float = 60.0) -> None:
+        """Stop the stand-in's time now, and let it run again (scaled) once ``predicate()`` holds, at the
+        latest after ``timeout`` real seconds. Jobs started meanwhile stay where they are: "this load is
+        still running when the retry looks" holds however slow the machine is."""
+        self.clock.pause()
+        self._once(predicate, timeout, self.clock.resume)
+
+    def _once(self, predicate: Callable[[], bool], timeout: float, action: Callable[[], object]) -> None:
         def watch() -> None:
             with suppress(TimeoutError):
                 self.wait_for(predicate, timeout)
-            self.clock.advance(seconds)
+            action()
 
         threading.Thread(target=watch, name="stand-in-datris clock watcher", daemon=True).start()
 

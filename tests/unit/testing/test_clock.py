@@ -68,3 +68,14 @@ def test_advance_clock_when_moves_time_once_the_condition_holds() -> None:
         datris.wait_for(lambda: datris.clock.now() == start + 42)
         with pytest.raises(TimeoutError, match=r"did not hold within 0\.05 s"):
             datris.wait_for(lambda: False, timeout=0.05)
+
+
+def test_hold_clock_until_stops_time_then_lets_it_run_once_the_condition_holds() -> None:
+    with StandInDatris() as datris:
+        flag = threading.Event()
+        datris.hold_clock_until(flag.is_set)
+        assert datris.clock.mode == "manual"
+        held_at = datris.clock.now()
+        assert datris.clock.now() == held_at
+        flag.set()
+        datris.wait_for(lambda: datris.clock.mode == "scaled" and datris.clock.now() > held_at)

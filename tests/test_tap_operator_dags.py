@@ -201,14 +201,17 @@ def test_unknown_tap_names_the_server_message(datris, datris_dag_runner):
     assert datris.calls("POST /tap/run") == []
 
 
-def test_retry_does_not_start_a_second_run_while_the_first_is_processing(datris, datris_dag_runner, monkeypatch):
+def test_retry_does_not_start_a_second_run_while_the_first_is_processing(
+    datris, datris_dag_runner, monkeypatch, retry_has_read_the_history
+):
     monkeypatch.setenv(
         "AIRFLOW_CONN_DATRIS_DEFAULT",
         f'{{"conn_type": "datris", "host": "{datris.url}", "extra": {{"retries": 0}}}}',
     )
-    # The first attempt's polls fail until it gives up, while its run's pipeline is still going (long
-    # enough on the stand-in's clock for the retry to find it loading: before 3.3 that is how it knows).
-    datris.tap("orders_api_to_postgres").job_seconds = 250.0
+    # The first attempt's polls fail until it gives up, while its run's pipeline is still going: the
+    # stand-in's time stands still until the retry has looked (before 3.3 that is how it knows its run).
+    datris.scheduler_tick_seconds = 0
+    datris.hold_clock_until(retry_has_read_the_history(2))
     datris.fail("GET /pipeline/status", 503, times=2)
 
     outcome = datris_dag_runner.run("tap_with_retries")

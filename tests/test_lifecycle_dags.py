@@ -71,6 +71,45 @@ def test_an_upload_cut_by_a_proxy_is_followed_not_sent_again(datris, datris_dag_
     assert "looking for its jobs before deciding anything" in outcome.log
 
 
+# Deferred, the worker's one read before deferring comes first; the trigger then counts its own two.
+@pytest.mark.parametrize(("mode", "failed_reads"), [("sync", 2), ("deferred", 3)])
+def test_a_retry_after_the_upload_reached_datris_follows_it_on_every_airflow(
+    datris, datris_dag_runner, monkeypatch, csv_file, mode, failed_reads
+):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DATRIS_DEFAULT", f'{{"conn_type": "datris", "host": "{datris.url}", "extra": {{"retries": 0}}}}'
+    )
+    # The file reaches Datris, then try 1 loses Datris for two polls in a row (max_poll_failures=1)
+    # and fails; before Airflow 3.3 nothing but the token the retry derives ties it to that upload.
+    datris.fail("GET /pipeline/status", 503, times=failed_reads)
+
+    outcome = datris_dag_runner.run(f"upload_retried_after_poll_failures_{mode}", run_conf={"path": str(csv_file)})
+
+    assert outcome.state == "success"
+    assert outcome.try_numbers["upload"] == 2
+    assert len(datris.uploads) == 1
+    assert outcome.xcom("upload")["publisher_token"] == datris.uploads[0].publishertoken
+    assert outcome.xcom("upload")["pipeline_status"] == "success"
+    assert "an earlier try may have sent this file" in outcome.log
+
+
+def test_a_retry_after_the_upload_failed_on_datris_sends_it_again_under_a_new_token(
+    datris, datris_dag_runner, csv_file
+):
+    datris.add_pipeline("bad_pipeline", outcome="error")
+
+    outcome = datris_dag_runner.run(
+        "upload_retried_after_poll_failures_sync", run_conf={"path": str(csv_file), "pipeline": "bad_pipeline"}
+    )
+
+    assert outcome.task_states["upload"] == "failed"
+    assert outcome.try_numbers["upload"] == 3
+    tokens = [upload.publishertoken for upload in datris.uploads]
+    assert len(tokens) == 3
+    assert len(set(tokens)) == 3
+    assert outcome.log_count("ended in error on Datris; this retry sends the file again") == 2
+
+
 def test_a_deferred_upload_honours_execution_timeout_and_kills_its_job(datris, datris_dag_runner, csv_file):
     datris.add_pipeline("endless_pipeline", job_seconds=None)
 

@@ -1,10 +1,13 @@
 """A file upload for an Airflow task, sent exactly once per task instance.
 
-The publisher token is chosen once and kept in the attempt record (Airflow 3.3+), before the file is
-sent. A try whose upload call was cut (a proxy 504 while Datris staged the file) or that was killed
-mid-call leaves that token behind; the next try looks for its jobs and follows them instead of
-sending the file again. Only when Datris shows no job for the token within ``no_job_timeout`` is the
-file sent again, under the same token. Before 3.3 there is no record: each try sends the file.
+Each try sends under a publisher token recorded before the file goes out: in the attempt record
+(Airflow 3.3+), or, where Airflow keeps no task state, one derived from the task instance and the try
+(:mod:`~datris_provider.lifecycle.upload_tokens`). A try whose upload call was cut (a proxy 504 while
+Datris staged the file) or that was killed mid-call leaves that token behind; the next try looks for
+its jobs and follows them instead of sending the file again. The file is sent again, under the new
+try's token, only when Datris shows no job for the earlier one within ``no_job_timeout``, or when the
+earlier upload's jobs all ended in error. A ``publisher_token`` the user gives is used as given;
+before 3.3 a retry then sends the file again, since nothing says that token is this task instance's.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from datris_provider.lifecycle.attempts import FOLLOWING, JUDGED, POSTING, UPLOA
 from datris_provider.lifecycle.errors import airflow_errors
 from datris_provider.lifecycle.events import WAIT_EVENTS, read_event
 from datris_provider.lifecycle.listener import TaskRunListener
+from datris_provider.lifecycle.upload_tokens import derived_token, earlier_tokens
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from datris_provider.client.models import Rollup
     from datris_provider.core.pipeline import PipelineFollower
     from datris_provider.core.stopping import StopSignal
     from datris_provider.hooks.datris import DatrisHook
@@ -50,13 +55,53 @@ def _what(operator: DatrisUploadFileOperator) -> str:
     return f"The upload of '{os.path.basename(operator.file_path)}' to pipeline '{operator.pipeline}'"
 
 
-def _chosen_token(operator: DatrisUploadFileOperator) -> str:
+def _chosen_token(operator: DatrisUploadFileOperator, ti: Any, ledger: AttemptLedger) -> str:
     from datris_provider.core.upload import UUID_PATTERN
 
-    token = (operator.publisher_token or str(uuid.uuid4())).strip()
+    fresh = str(uuid.uuid4()) if ledger.available else derived_token(ti, ledger.try_number)
+    token = (operator.publisher_token or fresh).strip()
     if not UUID_PATTERN.match(token):
         raise DatrisConfigError(f"{operator.task_id}: publisher_token must be a UUID, not {token!r}.")
     return token
+
+
+def _earlier_uploads(operator: DatrisUploadFileOperator, ledger: AttemptLedger, ti: Any) -> list[str]:
+    """The tokens under which earlier tries of this task instance may have sent the file, newest first."""
+    if ledger.try_number <= 1:
+        return []
+    if ledger.available:
+        previous = ledger.claim()
+        if previous and previous.get("state") in (POSTING, FOLLOWING) and previous.get("publisher_token"):
+            return [str(previous["publisher_token"])]
+        return []
+    # A token the user gives may be reused by other task instances: a retry cannot know it is its own.
+    return [] if operator.publisher_token else earlier_tokens(ti, int(operator.retries or 0))
+
+
+def _follow_earlier_upload(operator: DatrisUploadFileOperator, task: UploadTask, tokens: list[str]) -> str | None:
+    """The newest earlier upload Datris has jobs for, now followed; None when the file is to be sent.
+
+    Only the newest earlier try can still be in flight, so only its jobs are waited for. An upload whose
+    jobs all ended in error is not followed: a failed load is what the retry is for.
+    """
+    for index, token in enumerate(tokens):
+        rollup = _jobs_of(operator, task, token, wait=index == 0)
+        if rollup is None:
+            continue
+        if rollup.all_done and rollup.status == "error":
+            task.listener.warning(
+                f"The upload under publisher token {token} ended in error on Datris; this retry sends the file again."
+            )
+            return None
+        task.pipeline_tokens = _following(task, rollup)
+        return token
+    return None
+
+
+def _following(task: UploadTask, rollup: Rollup) -> tuple[str, ...]:
+    tokens = tuple(job.pipeline_token for job in rollup.jobs)
+    task.listener.info(f"Datris has the upload's jobs ({', '.join(tokens)}); following them.")
+    return tokens
 
 
 def run(operator: DatrisUploadFileOperator, context: Context) -> dict[str, Any] | None:
@@ -70,21 +115,19 @@ def run(operator: DatrisUploadFileOperator, context: Context) -> dict[str, Any] 
     with airflow_errors():
         size = check_upload_file(operator.file_path)
         ledger = AttemptLedger(context, UPLOAD_KEY)
-        previous = ledger.claim() if (ti.try_number or 1) > 1 else None
         hook = DatrisHook(operator.datris_conn_id)
         listener = TaskRunListener(operator.log, context, ui_url=hook.settings.datris_ui_url, ledger=None)
         task = UploadTask(hook, listener, ledger, StopSignal(_what(operator).lower()))
         operator._datris_task = task
-        token = None
-        if previous and previous.get("state") in (POSTING, FOLLOWING) and previous.get("publisher_token"):
-            token = str(previous["publisher_token"])
+        earlier = _earlier_uploads(operator, ledger, ti)
+        if earlier:
             listener.warning(
-                f"This is a retry: an earlier try sent this file under publisher token {token}; looking for its "
-                "jobs on Datris instead of sending it again."
+                f"This is a retry: an earlier try may have sent this file (publisher token {', '.join(earlier)}); "
+                "looking for its jobs on Datris before sending anything."
             )
-            task.pipeline_tokens = _jobs_of(operator, task, token)
-        if not task.pipeline_tokens:
-            token = token or _chosen_token(operator)
+        token = _follow_earlier_upload(operator, task, earlier)
+        if token is None:
+            token = _chosen_token(operator, ti, ledger)
             ledger.write(POSTING, publisher_token=token)
             ti.xcom_push(key="publisher_token", value=token)
             task.pipeline_tokens = _send(operator, task, token, size)
@@ -142,9 +185,9 @@ def _send(operator: DatrisUploadFileOperator, task: UploadTask, token: str, size
     except DatrisTransientError as err:
         # The call was cut, but Datris may have accepted the file and still be staging it.
         task.listener.warning(f"The upload call was cut ({err}); looking for its jobs before deciding anything.")
-        tokens = _jobs_of(operator, task, token)
-        if tokens:
-            return tokens
+        rollup = _jobs_of(operator, task, token)
+        if rollup is not None:
+            return _following(task, rollup)
         raise
     except DatrisApiError as err:
         if "not registered" in str(err):
@@ -153,8 +196,9 @@ def _send(operator: DatrisUploadFileOperator, task: UploadTask, token: str, size
     return pipeline_tokens_from_answer(answer)
 
 
-def _jobs_of(operator: DatrisUploadFileOperator, task: UploadTask, token: str) -> tuple[str, ...]:
-    """The jobs Datris shows for ``token``, waiting up to ``no_job_timeout`` for them to appear."""
+def _jobs_of(operator: DatrisUploadFileOperator, task: UploadTask, token: str, *, wait: bool = True) -> Rollup | None:
+    """The rollup of the jobs Datris shows for ``token``, waiting up to ``no_job_timeout`` for them to
+    appear (or reading once, without ``wait``); None when there are none."""
     settings = operator.wait_settings
     waited = 0.0
     while True:
@@ -164,15 +208,15 @@ def _jobs_of(operator: DatrisUploadFileOperator, task: UploadTask, token: str) -
             task.listener.warning(f"Reading the upload's jobs failed: {err}")
         else:
             if status.rollup.jobs:
-                tokens = tuple(job.pipeline_token for job in status.rollup.jobs)
-                task.listener.info(f"Datris has the upload's jobs ({', '.join(tokens)}); following them.")
-                return tokens
+                return status.rollup
+        if not wait:
+            return None
         if waited >= settings.no_job_timeout:
             task.listener.warning(
                 f"Datris shows no job for publisher token {token} after {waited:.0f} s: the file never reached "
-                "it, so it is sent (again) under the same token."
+                "it under that token."
             )
-            return ()
+            return None
         task.signal.sleep(settings.poll_interval)
         waited += settings.poll_interval
 

@@ -32,6 +32,20 @@ with _dag("deferred_retry_follows_ended_run") as deferred_retry_follows_ended_ru
 with _dag("upload_cut_by_proxy") as upload_cut_by_proxy:
     DatrisUploadFileOperator(task_id="upload", file_path=FILE, pipeline="orders", poll_interval=0.05, retries=1)
 
+for mode, deferrable in (("sync", False), ("deferred", True)):
+    with _dag(f"upload_retried_after_poll_failures_{mode}") as retried_upload:
+        DatrisUploadFileOperator(
+            task_id="upload",
+            file_path=FILE,
+            pipeline="{{ dag_run.conf.get('pipeline', 'orders') }}",
+            poll_interval=0.05,
+            max_poll_failures=1,
+            deferrable=deferrable,
+            retries=2,
+            retry_delay=timedelta(0),
+        )
+    globals()[retried_upload.dag_id] = retried_upload
+
 with _dag("upload_deferred_execution_timeout") as upload_deferred_execution_timeout:
     DatrisUploadFileOperator(
         task_id="upload",

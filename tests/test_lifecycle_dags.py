@@ -107,7 +107,7 @@ def test_a_retry_after_the_upload_failed_on_datris_sends_it_again_under_a_new_to
     tokens = [upload.publishertoken for upload in datris.uploads]
     assert len(tokens) == 3
     assert len(set(tokens)) == 3
-    assert outcome.log_count("ended in error on Datris; this retry sends the file again") == 2
+    assert outcome.log_count("loaded nothing; this retry sends the file again") == 2
 
 
 def test_a_deferred_upload_honours_execution_timeout_and_kills_its_job(datris, datris_dag_runner, csv_file):

@@ -137,6 +137,13 @@ def rollup_is_done(rollup: Rollup, expected_tokens: tuple[str, ...]) -> bool:
     return all(job.finished for job in rollup.jobs) and set(expected_tokens) <= present
 
 
+def loaded_nothing(rollup: Rollup) -> bool:
+    """True when every job ended and every one of them failed: nothing of the run or upload was loaded,
+    so a retry may start it anew without loading anything twice. A run with some jobs loaded is not
+    started again (that would load those twice); its retry fails on the same error."""
+    return rollup.all_done and bool(rollup.jobs) and all(job.status in ("error", "timed_out") for job in rollup.jobs)
+
+
 def judge_rollup(what: str, rollup: Rollup) -> str | None:
     """Raise for a failed pipeline, return a warning for a warning, ``None`` for a clean success.
 

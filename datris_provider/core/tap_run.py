@@ -38,7 +38,7 @@ from datris_provider.core.busy import (
     wait_until_idle,
 )
 from datris_provider.core.log_stream import iter_lines
-from datris_provider.core.outcome import ScriptOutcome, jobs_summary, judge_rollup, judge_script
+from datris_provider.core.outcome import ScriptOutcome, jobs_summary, judge_rollup, judge_script, loaded_nothing
 from datris_provider.core.pipeline import PipelineFollower
 from datris_provider.core.steps import Call, Sleep, Steps
 from datris_provider.core.stopping import StopSignal
@@ -264,8 +264,10 @@ def _follow_previous_attempt(
         if previous is None or previous.rollup is None:
             listener.warning(f"The previous attempt's run ({token}) is not in the tap's recent history; starting anew.")
             return None
-        if previous.rollup.all_done and previous.rollup.status == "error":
-            listener.warning(f"The previous attempt's run ({token}) ended in a pipeline error; starting a new run.")
+        if loaded_nothing(previous.rollup):
+            listener.warning(
+                f"The previous attempt's run ({token}) failed in its pipeline and loaded nothing; starting a new run."
+            )
             return None
         listener.warning(
             f"This is a retry: following the previous attempt's run of tap '{spec.tap_name}' ({previous.run_time}, "

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from datris_provider.client.errors import DatrisApiError, DatrisConfigError, DatrisTransientError
+from datris_provider.core.outcome import loaded_nothing
 from datris_provider.lifecycle import wait
 from datris_provider.lifecycle.attempts import FOLLOWING, JUDGED, POSTING, UPLOAD_KEY, AttemptLedger
 from datris_provider.lifecycle.errors import airflow_errors
 from datris_provider.lifecycle.events import WAIT_EVENTS, read_event
 from datris_provider.lifecycle.listener import TaskRunListener
-from datris_provider.lifecycle.upload_tokens import derived_token, earlier_tokens
+from datris_provider.lifecycle.upload_tokens import UploadTokens
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -55,17 +56,17 @@ def _what(operator: DatrisUploadFileOperator) -> str:
     return f"The upload of '{os.path.basename(operator.file_path)}' to pipeline '{operator.pipeline}'"
 
 
-def _chosen_token(operator: DatrisUploadFileOperator, ti: Any, ledger: AttemptLedger) -> str:
+def _chosen_token(operator: DatrisUploadFileOperator, ledger: AttemptLedger, tokens: UploadTokens) -> str:
     from datris_provider.core.upload import UUID_PATTERN
 
-    fresh = str(uuid.uuid4()) if ledger.available else derived_token(ti, ledger.try_number)
+    fresh = str(uuid.uuid4()) if ledger.available else tokens.current
     token = (operator.publisher_token or fresh).strip()
     if not UUID_PATTERN.match(token):
         raise DatrisConfigError(f"{operator.task_id}: publisher_token must be a UUID, not {token!r}.")
     return token
 
 
-def _earlier_uploads(operator: DatrisUploadFileOperator, ledger: AttemptLedger, ti: Any) -> list[str]:
+def _earlier_uploads(operator: DatrisUploadFileOperator, ledger: AttemptLedger, tokens: UploadTokens) -> list[str]:
     """The tokens under which earlier tries of this task instance may have sent the file, newest first."""
     if ledger.try_number <= 1:
         return []
@@ -75,27 +76,40 @@ def _earlier_uploads(operator: DatrisUploadFileOperator, ledger: AttemptLedger, 
             return [str(previous["publisher_token"])]
         return []
     # A token the user gives may be reused by other task instances: a retry cannot know it is its own.
-    return [] if operator.publisher_token else earlier_tokens(ti, int(operator.retries or 0))
+    return [] if operator.publisher_token else tokens.earlier()
 
 
 def _follow_earlier_upload(operator: DatrisUploadFileOperator, task: UploadTask, tokens: list[str]) -> str | None:
-    """The newest earlier upload Datris has jobs for, now followed; None when the file is to be sent.
+    """The earlier upload this retry follows instead of sending the file; None when the file is to be sent.
 
-    Only the newest earlier try can still be in flight, so only its jobs are waited for. An upload whose
-    jobs all ended in error is not followed: a failed load is what the retry is for.
+    Each earlier token is read once, newest first, and the newest with jobs is followed. When none has
+    any, the newest earlier try may still be sending: its jobs are waited for up to ``no_job_timeout``
+    (so is a newer try's, when the upload found loaded nothing). An upload that loaded nothing is sent
+    again, under a new token, when this try may choose one.
     """
-    for index, token in enumerate(tokens):
-        rollup = _jobs_of(operator, task, token, wait=index == 0)
-        if rollup is None:
-            continue
-        if rollup.all_done and rollup.status == "error":
-            task.listener.warning(
-                f"The upload under publisher token {token} ended in error on Datris; this retry sends the file again."
-            )
-            return None
-        task.pipeline_tokens = _following(task, rollup)
-        return token
-    return None
+    if not tokens:
+        return None
+    found: tuple[str, Rollup] | None = None
+    for token in tokens:
+        rollup = _read_jobs(task, token)
+        if rollup is not None:
+            found = (token, rollup)
+            break
+    if found is None or (found[0] != tokens[0] and loaded_nothing(found[1])):
+        late = _jobs_of(operator, task, tokens[0])
+        if late is not None:
+            found = (tokens[0], late)
+    if found is None:
+        return None
+    token, rollup = found
+    if loaded_nothing(rollup) and not operator.publisher_token:
+        task.listener.warning(
+            f"The upload under publisher token {token} failed on Datris and loaded nothing; this retry sends the "
+            "file again under a new publisher token."
+        )
+        return None
+    task.pipeline_tokens = _following(task, rollup)
+    return token
 
 
 def _following(task: UploadTask, rollup: Rollup) -> tuple[str, ...]:
@@ -119,7 +133,8 @@ def run(operator: DatrisUploadFileOperator, context: Context) -> dict[str, Any] 
         listener = TaskRunListener(operator.log, context, ui_url=hook.settings.datris_ui_url, ledger=None)
         task = UploadTask(hook, listener, ledger, StopSignal(_what(operator).lower()))
         operator._datris_task = task
-        earlier = _earlier_uploads(operator, ledger, ti)
+        tokens = UploadTokens.of(context, try_number=ledger.try_number, retries=int(operator.retries or 0))
+        earlier = _earlier_uploads(operator, ledger, tokens)
         if earlier:
             listener.warning(
                 f"This is a retry: an earlier try may have sent this file (publisher token {', '.join(earlier)}); "
@@ -127,7 +142,7 @@ def run(operator: DatrisUploadFileOperator, context: Context) -> dict[str, Any] 
             )
         token = _follow_earlier_upload(operator, task, earlier)
         if token is None:
-            token = _chosen_token(operator, ti, ledger)
+            token = _chosen_token(operator, ledger, tokens)
             ledger.write(POSTING, publisher_token=token)
             ti.xcom_push(key="publisher_token", value=token)
             task.pipeline_tokens = _send(operator, task, token, size)
@@ -196,22 +211,41 @@ def _send(operator: DatrisUploadFileOperator, task: UploadTask, token: str, size
     return pipeline_tokens_from_answer(answer)
 
 
-def _jobs_of(operator: DatrisUploadFileOperator, task: UploadTask, token: str, *, wait: bool = True) -> Rollup | None:
-    """The rollup of the jobs Datris shows for ``token``, waiting up to ``no_job_timeout`` for them to
-    appear (or reading once, without ``wait``); None when there are none."""
+def _read_jobs(task: UploadTask, token: str) -> Rollup | None:
+    """The jobs Datris shows for ``token`` (None when there are none), read once."""
+    try:
+        status = task.hook.client.get_pipeline_status(token)
+    except DatrisTransientError as err:
+        raise DatrisTransientError(
+            f"Could not tell whether Datris has the jobs of an earlier try's upload (publisher token {token}), "
+            f"so the file is not sent again while that is unknown: {err}"
+        ) from err
+    return status.rollup if status.rollup.jobs else None
+
+
+def _jobs_of(operator: DatrisUploadFileOperator, task: UploadTask, token: str) -> Rollup | None:
+    """The jobs Datris shows for ``token``, waiting up to ``no_job_timeout`` for them to appear; None
+    when none did. Raises when Datris could not be read at all: then nobody knows."""
     settings = operator.wait_settings
     waited = 0.0
+    last_failure: DatrisTransientError | None = None
+    read_once = False
     while True:
         try:
             status = task.hook.client.get_pipeline_status(token)
         except DatrisTransientError as err:
             task.listener.warning(f"Reading the upload's jobs failed: {err}")
+            last_failure = err
         else:
+            read_once = True
             if status.rollup.jobs:
                 return status.rollup
-        if not wait:
-            return None
         if waited >= settings.no_job_timeout:
+            if not read_once and last_failure is not None:
+                raise DatrisTransientError(
+                    f"Could not read the jobs of publisher token {token} for {waited:.0f} s, so the file is not "
+                    f"sent (again) while it may be on Datris: {last_failure}"
+                ) from last_failure
             task.listener.warning(
                 f"Datris shows no job for publisher token {token} after {waited:.0f} s: the file never reached "
                 "it under that token."

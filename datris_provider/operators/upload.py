@@ -23,9 +23,10 @@ class DatrisUploadFileOperator(WaitArguments, BaseOperator):
 
     The file is streamed from disk, never read whole. The task chooses the run's publisher token (a
     UUID, pushed as the ``publisher_token`` XCom before the upload), so every job the upload creates,
-    archives included, is followed. On Airflow 3.3+ the token is kept across the task's tries: a retry
-    after a cut upload follows the jobs the file already created instead of sending it twice. The
-    wait, log streaming, kill and deferrable mode are the tap operator's.
+    archives included, is followed. Each try's token is known before it sends (kept in the task state on
+    Airflow 3.3+, derived from the task instance and its try before that): a retry after a cut upload
+    follows the jobs the file already created instead of sending it twice, and sends it again only when
+    that upload loaded nothing. The wait, log streaming, kill and deferrable mode are the tap operator's.
 
     The return value holds ``pipeline``, ``file``, ``bytes``, ``publisher_token``,
     ``pipeline_tokens``, ``status``, ``pipeline_status``, ``jobs`` and ``duration_ms``.
@@ -33,7 +34,8 @@ class DatrisUploadFileOperator(WaitArguments, BaseOperator):
     :param file_path: the local file to upload (templated).
     :param pipeline: the registered Datris pipeline to feed (templated).
     :param datris_conn_id: the Airflow connection of type ``datris`` (templated).
-    :param publisher_token: the run's publisher token (a UUID); a new one by default (templated).
+    :param publisher_token: the run's publisher token (a UUID), used as given by every try; by default
+        the task chooses one per try (templated).
     :param wait_for_completion: wait for the pipeline jobs, or return once the file is accepted.
     :param poll_interval: seconds (or a timedelta) between status polls.
     :param timeout: how long the wait may take (seconds or a timedelta); ``None`` for no bound.

@@ -166,6 +166,7 @@ class StandInDatris:
         self._initial_debounce_clock = debounce_clock
 
         self._initial_clock = (clock, time_scale)
+        self._clock_watches = 0
         self._stopping = threading.Event()
         self._httpserver: HTTPServer | None = None
         condition = threading.Condition(threading.RLock())
@@ -252,6 +253,7 @@ class StandInDatris:
             self._keys.reset()
             self._faults.clear()
             self._journal.clear()
+            self._clock_watches += 1  # a watcher of the test before must not move this test's clock
             self._runner.reset()
             self._scheduler.reset()
             self._state.reset()
@@ -592,10 +594,14 @@ class StandInDatris:
         self._once(predicate, timeout, self.clock.resume)
 
     def _once(self, predicate: Callable[[], bool], timeout: float, action: Callable[[], object]) -> None:
+        watches = self._clock_watches
+
         def watch() -> None:
             with suppress(TimeoutError):
-                self.wait_for(predicate, timeout)
-            action()
+                self.wait_for(lambda: predicate() or self._clock_watches != watches, timeout)
+            with self._state.lock:
+                if self._clock_watches == watches:
+                    action()
 
         threading.Thread(target=watch, name="stand-in-datris clock watcher", daemon=True).start()
 

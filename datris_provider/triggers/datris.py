@@ -13,7 +13,6 @@ prints it once when it resumes.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from datris_provider.client.errors import DatrisError, DatrisWaitTimeoutError
 from datris_provider.core.listeners import LogListener
 from datris_provider.lifecycle.events import DONE, ERROR, SCRIPT_DONE, TIMEOUT, error_payload, event_payload
+from datris_provider.triggers.task_state import TaskStateReader
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from datris_provider.core.pipeline import PipelineFollower
 
 EVENT_STATUSES = frozenset({SCRIPT_DONE, DONE, TIMEOUT, ERROR})
+
+# How long killing the unfinished jobs may take; with the task-state read before it, inside Airflow's
+# default [triggerer] on_kill_timeout of 30 s.
+KILL_BUDGET_SECONDS = 20.0
 
 
 def _event(payload: dict[str, Any]) -> TriggerEvent:
@@ -51,38 +55,6 @@ class _WarningsOnly(LogListener):
 
     def error(self, message: str) -> None:
         pass
-
-
-# Airflow 3.3.2's triggerer was seen not to answer this read during on_kill: keep the kill it delays short.
-STATE_READ_SECONDS = 3.0
-
-# Task states in which a try of the task is still, or again, at work: its run is not for this trigger to kill.
-TASK_LIVES_ON = frozenset({"deferred", "running", "queued", "scheduled", "up_for_retry", "up_for_reschedule"})
-
-
-async def _task_lives_on(trigger: BaseTrigger) -> bool:
-    """True when the task is still deferred, or a newer try of it runs, so ``on_kill`` is no user's stop.
-
-    Airflow 3.3.0 calls ``on_kill`` when a trigger merely moves to another triggerer
-    (apache/airflow#73454): the task is then still deferred. After a scheduler reset a newer try may
-    already follow the run. Any doubt answers False, and the jobs are killed as the user asked.
-    """
-    ti = getattr(trigger, "task_instance", None)
-    if ti is None:
-        return False
-    try:
-        from airflow.sdk.execution_time import task_runner
-        from airflow.sdk.execution_time.comms import GetTaskStates
-
-        # Straight to the triggerer's own channel, on this event loop: no thread hop to wait on.
-        request = GetTaskStates(dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index)
-        answer = await asyncio.wait_for(task_runner.SUPERVISOR_COMMS.asend(request), timeout=STATE_READ_SECONDS)
-        states = getattr(answer, "task_states", None)
-    except Exception as err:
-        trigger.log.warning("Could not read the task's state before killing its Datris jobs: %r", err)
-        return False
-    by_task = states.get(ti.run_id, {}) if isinstance(states, dict) else {}
-    return isinstance(by_task, dict) and by_task.get(ti.task_id) in TASK_LIVES_ON
 
 
 class DatrisTapRunTrigger(BaseTrigger):
@@ -199,6 +171,7 @@ class DatrisPipelineTrigger(BaseTrigger):
         self.resume = resume or {}
         self._follower: PipelineFollower | None = None
         self._client: AsyncDatrisClient | None = None
+        self._task_state = TaskStateReader(self)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -238,6 +211,8 @@ class DatrisPipelineTrigger(BaseTrigger):
         except DatrisError as err:
             yield _event(error_payload(err, self.resume, unfinished=self.expected_tokens))
             return
+        if self.cancel_on_kill:
+            self._task_state.warm_up()
         try:
             steps = follower.follow(
                 self.publisher_token,
@@ -259,6 +234,7 @@ class DatrisPipelineTrigger(BaseTrigger):
             self.log.info("%s ended: %s.", self.what, follower.describe_last_rollup())
             yield _event(event_payload(DONE, self.resume, rollup=rollup.to_json(), **self._unfinished()))
         finally:
+            self._task_state.close()
             await self._client.aclose()
             self._client = None
 
@@ -274,21 +250,29 @@ class DatrisPipelineTrigger(BaseTrigger):
         """
         if not self.cancel_on_kill:
             return
-        if await _task_lives_on(self):
-            self.log.warning(
-                "on_kill was called while the task is still deferred or a newer try runs; leaving the Datris "
-                "jobs running."
-            )
-            return
-        await self._kill_unfinished()
+        # The connection first: its lookup counts against Airflow's on_kill_timeout as much as the kill.
+        client = await _client(self.datris_conn_id)
+        try:
+            if await self._task_state.task_lives_on():
+                self.log.warning(
+                    "on_kill was called while the task is still deferred or a newer try runs; leaving the Datris "
+                    "jobs running."
+                )
+                return
+            await self._kill_unfinished(client)
+        finally:
+            await client.aclose()
 
-    async def _kill_unfinished(self) -> None:
+    async def _kill_unfinished(self, client: AsyncDatrisClient | None = None) -> None:
         from datris_provider.core.pipeline import kill_jobs
         from datris_provider.core.steps import drive_async
 
         tokens = self._follower.unfinished_tokens(self.expected_tokens) if self._follower else self.expected_tokens
-        client = await _client(self.datris_conn_id)
+        own_client = client is None
+        client = client or await _client(self.datris_conn_id)
         try:
-            await drive_async(kill_jobs(tokens, LogListener(self.log), clock=time.monotonic, budget=20.0), client)
+            steps = kill_jobs(tokens, LogListener(self.log), clock=time.monotonic, budget=KILL_BUDGET_SECONDS)
+            await drive_async(steps, client)
         finally:
-            await client.aclose()
+            if own_client:
+                await client.aclose()

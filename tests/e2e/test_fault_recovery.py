@@ -495,16 +495,6 @@ ON_KILL_CALLED = "Trigger cancelled by user action, invoking on_kill"
 LEFT_RUNNING = "leaving the Datris jobs running"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "Airflow 3.3.2 cancels the resumed triggerer's copy 'by user action' and calls on_kill although the "
-        "task is still deferred on the other triggerer; the trigger's guard asks the triggerer for the task's "
-        "state (GetTaskStates over its supervisor channel), which does not answer during on_kill (3 s timeout "
-        "seen every time), so the guard cannot tell and the job is killed as for a user's stop"
-    ),
-)
 def test_d2_a_stalled_triggerer_that_lost_its_trigger_keeps_the_job(
     stack: AirflowStack, datris: StandInDatris, report: dict[str, Counts]
 ) -> None:

@@ -79,3 +79,16 @@ def test_hold_clock_until_stops_time_then_lets_it_run_once_the_condition_holds()
         assert datris.clock.now() == held_at
         flag.set()
         datris.wait_for(lambda: datris.clock.mode == "scaled" and datris.clock.now() > held_at)
+
+
+def test_a_clock_watch_left_from_before_a_reset_never_moves_the_clock_after_it() -> None:
+    with StandInDatris() as datris:
+        flag = threading.Event()
+        datris.hold_clock_until(flag.is_set)
+        datris.reset_state()  # the next test on a shared stand-in begins
+        datris.clock.pause()
+        paused_at = datris.clock.now()
+        flag.set()
+        with pytest.raises(TimeoutError):
+            datris.wait_for(lambda: datris.clock.mode == "scaled", timeout=0.3)
+        assert datris.clock.now() == paused_at

@@ -166,9 +166,17 @@ def test_on_kill_of_a_trigger_whose_task_lives_on_kills_nothing(monkeypatch):
             assert (request.dag_id, request.task_ids, request.run_ids) == ("d", ["run_tap"], ["r"])
             return SimpleNamespace(task_states={"r": {"run_tap": self.state}})
 
-    async def kill() -> None:
+    class Client:
+        async def aclose(self) -> None:
+            pass
+
+    async def client(conn_id: str) -> Client:
+        return Client()
+
+    async def kill(client) -> None:
         killed.append("job-1")
 
+    monkeypatch.setattr(triggers, "_client", client)
     monkeypatch.setattr(trigger, "_kill_unfinished", kill)
     monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", Supervisor("deferred"), raising=False)
     asyncio.run(trigger.on_kill())
@@ -182,3 +190,32 @@ def test_on_kill_of_a_trigger_whose_task_lives_on_kills_nothing(monkeypatch):
     asyncio.run(trigger.on_kill())
     assert killed == ["job-1"]
     assert {"script_done", "done", "timeout", "error"} == triggers.EVENT_STATUSES
+
+
+@pytest.mark.parametrize(("cancel_on_kill", "reads"), [(True, 1), (False, 0)])
+def test_a_pipeline_wait_that_may_kill_reads_the_task_state_once_as_it_starts(
+    datris, tap_trigger, monkeypatch, cancel_on_kill, reads
+):
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time import task_runner
+
+    from datris_provider.triggers import task_state
+
+    asked: list[object] = []
+
+    class Supervisor:
+        async def asend(self, request):
+            asked.append(request)
+            return SimpleNamespace(task_states={"r": {"run_tap": "deferred"}})
+
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", Supervisor(), raising=False)
+    monkeypatch.setattr(task_state, "AIRFLOW_CALLS_ON_KILL", True)
+    token = _first_event(tap_trigger)["outcome"]["publisher_token"]
+    trigger = DatrisPipelineTrigger(
+        datris_conn_id="datris_default", publisher_token=token, poll_interval=0.02, cancel_on_kill=cancel_on_kill
+    )
+    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="run_tap", run_id="r", map_index=-1)
+
+    assert _first_event(trigger)["status"] == "done"
+    assert len(asked) == reads

@@ -6,7 +6,7 @@ Plain data classes with no HTTP and no behaviour beyond checking their own setti
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from datris_provider.testing.cron import CronExpression
 
@@ -29,6 +29,7 @@ __all__ = [
     "RecordedRequest",
     "RecordedUpload",
     "ScriptRun",
+    "SettingField",
     "Settings",
     "StandInJob",
     "StandInPipeline",
@@ -387,3 +388,21 @@ class Settings:
     max_upload_bytes: int = 1024**3
     request_log_limit: int | None = None
     scheduler_tick_seconds: float = 5.0
+
+
+_T = TypeVar("_T")
+
+
+class SettingField(Generic[_T]):
+    """A server switch read and written as an attribute of an object that holds its :class:`Settings`
+    as ``settings`` (the stand-in's facade)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type) -> _T:
+        value: _T = getattr(instance.settings, self.name)
+        return value
+
+    def __set__(self, instance: Any, value: _T) -> None:
+        setattr(instance.settings, self.name, value)

@@ -13,7 +13,7 @@ import dataclasses
 import threading
 import time
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from datris_provider.testing.auth import KeyRing
 from datris_provider.testing.clock import CLOCK_MODES, StandInClock
@@ -25,6 +25,7 @@ from datris_provider.testing.model import (
     DEFAULT_JOB_SECONDS,
     DEFAULT_PIPELINE_ERROR,
     DEFAULT_PIPELINE_WARNING,
+    SettingField,
     Settings,
     StandInPipeline,
     StandInTap,
@@ -55,22 +56,6 @@ DEFAULT_TIME_SCALE = 50.0
 _WAIT_FOR_RECHECK_SECONDS = 0.02
 # When another client's run starts (see StandInDatris.other_client_run).
 OTHER_RUN_MOMENTS = ("now", "on_tap_read", "before_next_run", "after")
-
-_T = TypeVar("_T")
-
-
-class _Setting(Generic[_T]):
-    """A server switch read and written on the facade, stored in :class:`Settings`."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, instance: StandInDatris, owner: type) -> _T:
-        value: _T = getattr(instance.settings, self.name)
-        return value
-
-    def __set__(self, instance: StandInDatris, value: _T) -> None:
-        setattr(instance.settings, self.name, value)
 
 
 class StandInDatris:
@@ -109,16 +94,16 @@ class StandInDatris:
     :param scheduler_tick_seconds: how often the server's ``findJobsToStart`` starts queued jobs.
     """
 
-    error_style: _Setting[str] = _Setting()
-    debounce_seconds: _Setting[float] = _Setting()
-    tap_run_timeout_seconds: _Setting[float] = _Setting()
-    tap_script_timeout_seconds: _Setting[float] = _Setting()
-    version: _Setting[str] = _Setting()
-    has_mcp_tools: _Setting[bool] = _Setting()
-    legacy_version: _Setting[bool] = _Setting()
-    has_lineage: _Setting[bool] = _Setting()
-    max_upload_bytes: _Setting[int] = _Setting()
-    scheduler_tick_seconds: _Setting[float] = _Setting()
+    error_style: SettingField[str] = SettingField()
+    debounce_seconds: SettingField[float] = SettingField()
+    tap_run_timeout_seconds: SettingField[float] = SettingField()
+    tap_script_timeout_seconds: SettingField[float] = SettingField()
+    version: SettingField[str] = SettingField()
+    has_mcp_tools: SettingField[bool] = SettingField()
+    legacy_version: SettingField[bool] = SettingField()
+    has_lineage: SettingField[bool] = SettingField()
+    max_upload_bytes: SettingField[int] = SettingField()
+    scheduler_tick_seconds: SettingField[float] = SettingField()
 
     def __init__(
         self,

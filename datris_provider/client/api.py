@@ -37,6 +37,25 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 
+class _KeySafeSession(requests.Session):
+    """A session whose interrupted calls carry no traceback into ``requests`` and ``urllib3``.
+
+    Airflow's ``execution_timeout`` (and a signal that stops the task) raises inside whatever is
+    running, often a socket read deep in ``urllib3``, whose frames hold the request headers, the API
+    key among them, as local variables. Airflow 3.0 prints a failed task's traceback with its locals
+    and does not mask them. Cut at this frame, the traceback starts in the provider's own code, whose
+    locals never hold the key. ``requests``' own errors are turned into Datris errors by the caller.
+    """
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        try:
+            return super().request(*args, **kwargs)
+        except requests.exceptions.RequestException:
+            raise
+        except BaseException as interrupt:
+            raise interrupt.with_traceback(None) from None
+
+
 class DatrisClient:
     """Calls the Datris REST API and returns typed answers.
 
@@ -55,7 +74,7 @@ class DatrisClient:
         self.settings = settings
         self._sleep = sleep
         self._jitter = jitter
-        self._session = requests.Session()
+        self._session = _KeySafeSession()
         self._session.headers["User-Agent"] = USER_AGENT
         self._session.headers["Accept"] = "application/json"
         if settings.api_key:

@@ -197,3 +197,29 @@ def test_key_check_falls_back_to_taps_on_older_servers(client, datris_stand_in):
 )
 def test_error_bodies_of_every_generation(body, expected):
     assert first_line_of_error(body)[0] == expected
+
+
+class TaskTimeout(BaseException):
+    """What Airflow's execution_timeout raises inside a running call."""
+
+
+def test_a_call_interrupted_mid_request_leaves_no_trace_of_the_key_in_its_traceback():
+    import traceback
+
+    import requests
+
+    class Interrupted(requests.adapters.HTTPAdapter):
+        def send(self, request, **kwargs):
+            headers = dict(request.headers)  # as urllib3's frames hold them when a signal lands
+            assert headers["x-api-key"] == KEY
+            raise TaskTimeout("Timeout, PID: 1")
+
+    client = DatrisClient(ClientSettings(base_url="http://datris.invalid", api_key=KEY))
+    client._session.mount("http://", Interrupted())
+
+    with pytest.raises(TaskTimeout) as caught:
+        client.get_version()
+
+    rendered = "".join(traceback.TracebackException.from_exception(caught.value, capture_locals=True).format())
+    assert "Timeout, PID: 1" in rendered
+    assert KEY not in rendered
